@@ -1,0 +1,30 @@
+# Ocellus. `make run` and `make test` set up everything they need (idempotent).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup run test bench check fmt clean
+
+setup:
+	@./scripts/setup-host.sh
+
+run: setup
+	$(VENV)/bin/ocellus up
+
+test: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks.exec_storm $(BENCH_ARGS)
+
+check: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+fmt: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

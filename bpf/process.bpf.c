@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Process lifecycle: exec (with argv), clone of processes, exit with status.
+ * Tracepoints only; no kernel struct is read, so kernel-header skew is
+ * harmless. Parents come from task_newtask, never from task_struct. */
+#include "lib/events.h"
+
+/* Knobs, set by the sensor with -D. */
+#ifndef OCELLUS_RINGBUF_PAGES
+#define OCELLUS_RINGBUF_PAGES 512          /* 2 MiB */
+#endif
+#ifndef OCELLUS_WAKEUP_EVERY
+#define OCELLUS_WAKEUP_EVERY 64            /* records per CPU between forced wakeups */
+#endif
+#ifndef OCELLUS_ARGS_MAX
+#define OCELLUS_ARGS_MAX 4096              /* all arguments; power of two */
+#endif
+#ifndef OCELLUS_ARG_MAX
+#define OCELLUS_ARG_MAX 1024               /* one argument */
+#endif
+#ifndef OCELLUS_ARGC_MAX
+#define OCELLUS_ARGC_MAX 128
+#endif
+#ifndef OCELLUS_FILENAME_MAX
+#define OCELLUS_FILENAME_MAX 512
+#endif
+#ifndef OCELLUS_PROCS_MAX
+#define OCELLUS_PROCS_MAX 65536
+#endif
+
+#define CLONE_THREAD_FLAG 0x00010000
+#define CLONE_PARENT_FLAG 0x00008000
+#define SIG_KILL 9
+
+/* Arguments may overrun OCELLUS_ARGS_MAX by one argument before the cut
+ * (OCELLUS_ARG_MAX <= OCELLUS_ARGS_MAX), and the filename follows the cut
+ * arguments. Offsets are masked to 2 * OCELLUS_ARGS_MAX - 1 so that the
+ * verifier can bound them; the room below makes every masked offset safe. */
+#define ARGS_MASK (2 * OCELLUS_ARGS_MAX - 1)
+#define FILENAME_MASK (OCELLUS_FILENAME_MAX - 1)
+#define EXEC_DATA_SIZE (2 * OCELLUS_ARGS_MAX + OCELLUS_FILENAME_MAX)
+
+struct exec_record {
+	struct ocellus_exec_fixed fixed;
+	char data[EXEC_DATA_SIZE];
+};
+
+/* What we know of a live process, by thread-group id. */
+struct proc_state {
+	__u32 ppid;
+	__u32 exit_code;
+	__u32 signal;
+	__u16 flags;      /* OCELLUS_F_NO_PARENT */
+	__u8  status_set; /* exit_code or signal recorded */
+	__u8  _pad;
+};
+
+BPF_RINGBUF_OUTPUT(events, OCELLUS_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(stats, __u64, OCELLUS_STAT_MAX);
+BPF_PERCPU_ARRAY(since_wakeup, __u32, 1);
+BPF_PERCPU_ARRAY(exec_scratch, struct exec_record, 1);
+/* argv read at sys_enter_execve, by tid, until sched_process_exec. LRU so a
+ * failed execve leaves nothing behind for long. */
+BPF_TABLE("lru_hash", __u32, struct exec_record, exec_pending, 1024);
+BPF_TABLE("lru_hash", __u32, struct proc_state, procs, OCELLUS_PROCS_MAX);
+
+static __always_inline void count(int idx)
+{
+	__u64 *v = stats.lookup(&idx);
+	if (v)
+		*v += 1;
+}
+
+/* Batched wakeups: the reader drains on a timer and is woken early only
+ * every OCELLUS_WAKEUP_EVERY records of a CPU, so a burst cannot fill the
+ * ring between two timer ticks. A wakeup per record costs ~13.5 us.
+ * (BCC 0.26 cannot hand the ring to bpf_ringbuf_query, hence a counter.) */
+static __always_inline __u64 wakeup_flags(void)
+{
+	__u32 zero = 0;
+	__u32 *n = since_wakeup.lookup(&zero);
+
+	if (n && ++(*n) >= OCELLUS_WAKEUP_EVERY) {
+		*n = 0;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void emit(void *rec, __u32 size)
+{
+	if (events.ringbuf_output(rec, size, wakeup_flags()) < 0)
+		count(OCELLUS_STAT_RINGBUF_FULL);
+	else
+		count(OCELLUS_STAT_RECORDS);
+}
+
+static __always_inline void fill_header(struct ocellus_header *h, __u8 op)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	h->op = op;
+	h->version = OCELLUS_RECORD_VERSION;
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ktime_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+static __always_inline void set_parent(struct ocellus_header *h)
+{
+	__u32 pid = h->pid;
+	struct proc_state *ps = procs.lookup(&pid);
+
+	if (ps && !(ps->flags & OCELLUS_F_NO_PARENT)) {
+		h->ppid = ps->ppid;
+	} else {
+		h->ppid = 0;
+		h->flags |= OCELLUS_F_NO_PARENT;
+	}
+}
+
+/* Copies argv into rec->data. The running offset and the flags live in the
+ * map value, not in registers: the verifier does not track map memory, so
+ * every path through an iteration ends in the same state and the loop
+ * verifies in linear time instead of splitting at every branch. */
+static __always_inline void read_argv(struct exec_record *rec, const char *const *argv)
+{
+	int i;
+
+	rec->fixed.argc = 0;
+	rec->fixed.args_len = 0;
+	rec->fixed.hdr.flags = 0;
+	for (i = 0; i < OCELLUS_ARGC_MAX; i++) {
+		const char *arg = NULL;
+		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0) {
+			rec->fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
+			return;
+		}
+		if (!arg)
+			return;
+		__u32 off = rec->fixed.args_len;
+		if (off >= OCELLUS_ARGS_MAX) {
+			rec->fixed.args_len = OCELLUS_ARGS_MAX;
+			rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
+			return;
+		}
+		long n = bpf_probe_read_user_str(&rec->data[off & (OCELLUS_ARGS_MAX - 1)],
+						 OCELLUS_ARG_MAX, arg);
+		if (n <= 0) {
+			rec->fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
+			return;
+		}
+		rec->fixed.args_len = off + n;
+		rec->fixed.argc++;
+		if (n == OCELLUS_ARG_MAX) {
+			/* Filled the per-argument room: cut unless it ended exactly there. */
+			char next = 0;
+			bpf_probe_read_user(&next, 1, arg + OCELLUS_ARG_MAX - 1);
+			if (next)
+				rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
+		}
+	}
+	const char *more = NULL;
+	bpf_probe_read_user(&more, sizeof(more), &argv[OCELLUS_ARGC_MAX]);
+	if (more)
+		rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
+	if (rec->fixed.args_len > OCELLUS_ARGS_MAX) {
+		rec->fixed.args_len = OCELLUS_ARGS_MAX;
+		rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
+	}
+}
+
+static __always_inline int stash_argv(const char *const *argv)
+{
+	__u32 zero = 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct exec_record *rec = exec_scratch.lookup(&zero);
+
+	if (!rec)
+		return 0;
+	read_argv(rec, argv);
+	exec_pending.update(&tid, rec);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+	return stash_argv((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+	return stash_argv((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	__u32 zero = 0;
+	__u32 old_tid = args->old_pid;
+	struct exec_record *rec = exec_pending.lookup(&old_tid);
+	int pending = rec != NULL;
+
+	if (!rec) {
+		rec = exec_scratch.lookup(&zero);
+		if (!rec)
+			return 0;
+		rec->fixed.args_len = 0;
+		rec->fixed.argc = 0;
+		rec->fixed.hdr.flags = OCELLUS_F_NO_ARGS;
+		count(OCELLUS_STAT_EXEC_NO_ARGS);
+	}
+	__u16 flags = rec->fixed.hdr.flags;
+	fill_header(&rec->fixed.hdr, OCELLUS_OP_EXEC);
+	rec->fixed.hdr.flags = flags;
+	set_parent(&rec->fixed.hdr);
+
+	__u32 args_len = rec->fixed.args_len & ARGS_MASK;
+	unsigned short loc = args->data_loc_filename & 0xFFFF;
+	long n = bpf_probe_read_kernel_str(&rec->data[args_len], OCELLUS_FILENAME_MAX,
+					   (char *)args + loc);
+	__u32 filename_len = (n > 0 ? n - 1 : 0) & FILENAME_MASK;  /* drop the NUL */
+	if (filename_len >= OCELLUS_FILENAME_MAX - 1)
+		rec->fixed.hdr.flags |= OCELLUS_F_FILENAME_TRUNCATED;
+	rec->fixed.filename_len = filename_len;
+
+	emit(rec, sizeof(rec->fixed) + args_len + filename_len);
+	if (pending)
+		exec_pending.delete(&old_tid);
+	return 0;
+}
+
+TRACEPOINT_PROBE(task, task_newtask)
+{
+	if (args->clone_flags & CLONE_THREAD_FLAG) {
+		count(OCELLUS_STAT_THREADS);
+		return 0;
+	}
+	struct ocellus_clone rec = {};
+	fill_header(&rec.hdr, OCELLUS_OP_CLONE);
+	rec.parent_tid = rec.hdr.tid;
+	rec.clone_flags = args->clone_flags;
+
+	/* task_newtask runs in the parent, so the parent is the caller, unless
+	 * CLONE_PARENT hands the child to the caller's own parent. */
+	struct proc_state child = {};
+	child.ppid = rec.hdr.pid;
+	if (args->clone_flags & CLONE_PARENT_FLAG) {
+		set_parent(&rec.hdr);
+		child.ppid = rec.hdr.ppid;
+		child.flags = rec.hdr.flags & OCELLUS_F_NO_PARENT;
+	}
+	rec.hdr.ppid = child.ppid;
+	rec.hdr.pid = args->pid;
+	rec.hdr.tid = args->pid;
+	procs.update(&rec.hdr.pid, &child);
+	emit(&rec, sizeof(rec));
+	return 0;
+}
+
+static __always_inline struct proc_state *proc_of_current(void)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_state *ps = procs.lookup(&pid);
+
+	if (!ps) {
+		/* Older than the sensor and not seeded: remember it anyway. */
+		struct proc_state fresh = { .flags = OCELLUS_F_NO_PARENT };
+		procs.update(&pid, &fresh);
+		ps = procs.lookup(&pid);
+	}
+	return ps;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+	struct proc_state *ps = proc_of_current();
+
+	if (ps && !ps->status_set) {
+		ps->exit_code = args->error_code & 0xff;
+		ps->status_set = 1;
+	}
+	return 0;
+}
+
+/* A fatal signal is dequeued: the default action of everything but the
+ * ignore/stop/continue signals is to kill, and SIGKILL always does. */
+static __always_inline int fatal_by_default(int sig)
+{
+	switch (sig) {
+	case 17: case 18: case 19: case 20: case 21: case 22: case 23: case 28:
+		return 0;   /* CHLD CONT STOP TSTP TTIN TTOU URG WINCH */
+	default:
+		return sig > 0 && sig <= 64;
+	}
+}
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+	int sig = args->sig;
+
+	if (sig != SIG_KILL && (args->sa_handler != 0 || !fatal_by_default(sig)))
+		return 0;
+	struct proc_state *ps = proc_of_current();
+	if (ps && !ps->status_set) {
+		ps->signal = sig;
+		ps->status_set = 1;
+	}
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	if (!args->group_dead)
+		return 0;
+	struct ocellus_exit rec = {};
+	fill_header(&rec.hdr, OCELLUS_OP_EXIT);
+	__u32 pid = rec.hdr.pid;
+	struct proc_state *ps = procs.lookup(&pid);
+	if (ps) {
+		rec.hdr.ppid = ps->ppid;
+		rec.hdr.flags = ps->flags & OCELLUS_F_NO_PARENT;
+		rec.exit_code = ps->exit_code;
+		rec.signal = ps->signal;
+		if (!ps->status_set)
+			rec.hdr.flags |= OCELLUS_F_NO_STATUS;
+		procs.delete(&pid);
+	} else {
+		rec.hdr.flags = OCELLUS_F_NO_PARENT | OCELLUS_F_NO_STATUS;
+	}
+	emit(&rec, sizeof(rec));
+	return 0;
+}

@@ -1,0 +1,339 @@
+"""Enriched events: the protobuf-JSON form of Tetragon's ``GetEventsResponse``.
+
+Names, types and enum names follow Tetragon's api/v1/tetragon/*.proto, and the JSON is what
+Tetragon's exporter prints (protojson, ``UseProtoNames``), so a strict protobuf-JSON parser
+holding Tetragon's definitions accepts every line. As in protojson: plain proto3 scalars and
+repeated/map fields hold their default (``""``, ``0``, ``False``, empty) when unset and are
+then left out of the JSON (``status`` 0, empty ``flags``); wrapper fields (UInt32Value,
+BoolValue, Int32Value) and messages are ``None`` when unset and absent, so a set ``"uid": 0``
+survives; uint64 prints as a decimal string; enums print as names.
+
+Timestamps are ``int`` nanoseconds since the Unix epoch: ``datetime`` stops at microseconds
+and Tetragon's times carry nanoseconds. They print as RFC 3339 UTC with ``Z`` and 0/3/6/9
+fractional digits (protojson's canonical form) and parse from any RFC 3339 form.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_MIN_NS = -62_135_596_800 * 10**9
+TIMESTAMP_MAX_NS = 253_402_300_799 * 10**9 + 999_999_999
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})"
+)
+
+
+def format_timestamp(ns: int) -> str:
+    """Nanoseconds since the epoch -> RFC 3339 string in protojson's canonical form."""
+    seconds, nanos = divmod(ns, 10**9)
+    t = _EPOCH + timedelta(seconds=seconds)
+    if nanos == 0:
+        frac = ""
+    elif nanos % 1_000_000 == 0:
+        frac = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1_000 == 0:
+        frac = f".{nanos // 1_000:06d}"
+    else:
+        frac = f".{nanos:09d}"
+    # f-string, not strftime: strftime does not zero-pad years below 1000 on glibc.
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}{frac}Z"
+    )
+
+
+def parse_timestamp(value: Any) -> Any:
+    """RFC 3339 string -> nanoseconds since the epoch; other input is left to the int check."""
+    if not isinstance(value, str):
+        return value
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac, zone = m.group(7) or "", m.group(8)
+    tz = UTC
+    if zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    t = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+    return (t - _EPOCH) // timedelta(seconds=1) * 10**9 + int(frac.ljust(9, "0"))
+
+
+def _int_from_decimal_str(value: Any) -> Any:
+    # protojson prints 64-bit integers as strings; it also accepts plain numbers.
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+UInt64 = Annotated[
+    int,
+    BeforeValidator(_int_from_decimal_str),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    Field(ge=0, le=2**64 - 1),
+]
+Timestamp = Annotated[
+    int,
+    BeforeValidator(parse_timestamp),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    Field(ge=TIMESTAMP_MIN_NS, le=TIMESTAMP_MAX_NS),
+]
+
+# tetragon.CapabilitiesType: the index is the capability number. Value 1 really is
+# "DAC_OVERRIDE" (no CAP_ prefix) in Tetragon's proto.
+CAPABILITY_NAMES = (
+    "CAP_CHOWN", "DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+# tetragon.SecureBitsType: the index is the bit number (value 1 << index); 0 is "SecBitNotSet".
+SECURE_BIT_NAMES = (
+    "SecBitNoRoot", "SecBitNoRootLocked", "SecBitNoSetUidFixup", "SecBitNoSetUidFixupLocked",
+    "SecBitKeepCaps", "SecBitKeepCapsLocked", "SecBitNoCapAmbientRaise",
+    "SecBitNoCapAmbientRaiseLocked",
+)  # fmt: skip
+
+
+def _enum_name(allowed: tuple[str, ...]) -> AfterValidator:
+    def check(name: str) -> str:
+        if name not in allowed:
+            raise ValueError(f"unknown enum name {name!r}")
+        return name
+
+    return AfterValidator(check)
+
+
+CapabilityName = Annotated[str, _enum_name(CAPABILITY_NAMES)]
+SecureBitName = Annotated[str, _enum_name(("SecBitNotSet", *SECURE_BIT_NAMES))]
+PrivilegesChanged = Literal[
+    "PRIVILEGES_CHANGED_UNSET",
+    "PRIVILEGES_RAISED_EXEC_FILE_CAP",
+    "PRIVILEGES_RAISED_EXEC_FILE_SETUID",
+    "PRIVILEGES_RAISED_EXEC_FILE_SETGID",
+]
+
+
+class ProtoMessage(BaseModel):
+    """Base of every event model: immutable, strict, unknown fields rejected."""
+
+    # strict: no silent coercion ("1" -> 1, True -> 1); protobuf-JSON parsers reject those too.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Image(ProtoMessage):
+    id: str = ""
+    name: str = ""
+
+
+class SecurityContext(ProtoMessage):
+    privileged: bool = False
+
+
+class Container(ProtoMessage):
+    id: str = ""  # runtime-prefixed full id, e.g. "containerd://<64 hex>"
+    name: str = ""
+    image: Image | None = None
+    start_time: Timestamp | None = None
+    pid: UInt32 | None = None  # pid inside the container's pid namespace
+    maybe_exec_probe: bool = False
+    security_context: SecurityContext | None = None
+
+
+class Pod(ProtoMessage):
+    namespace: str = ""
+    name: str = ""
+    uid: str = ""
+    container: Container | None = None
+    pod_labels: dict[str, str] = {}
+    workload: str = ""
+    workload_kind: str = ""
+    pod_annotations: dict[str, str] = {}
+
+
+class Capabilities(ProtoMessage):
+    permitted: list[CapabilityName] = []
+    effective: list[CapabilityName] = []
+    inheritable: list[CapabilityName] = []
+
+
+class Namespace(ProtoMessage):
+    inum: UInt32 = 0
+    is_host: bool = False
+
+
+class Namespaces(ProtoMessage):
+    uts: Namespace | None = None
+    ipc: Namespace | None = None
+    mnt: Namespace | None = None
+    pid: Namespace | None = None
+    pid_for_children: Namespace | None = None
+    net: Namespace | None = None
+    time: Namespace | None = None
+    time_for_children: Namespace | None = None
+    cgroup: Namespace | None = None
+    user: Namespace | None = None
+
+
+class UserNamespace(ProtoMessage):
+    level: Int32 | None = None
+    uid: UInt32 | None = None
+    gid: UInt32 | None = None
+    ns: Namespace | None = None
+
+
+class ProcessCredentials(ProtoMessage):
+    uid: UInt32 | None = None
+    gid: UInt32 | None = None
+    euid: UInt32 | None = None
+    egid: UInt32 | None = None
+    suid: UInt32 | None = None
+    sgid: UInt32 | None = None
+    fsuid: UInt32 | None = None
+    fsgid: UInt32 | None = None
+    securebits: list[SecureBitName] = []
+    caps: Capabilities | None = None
+    user_ns: UserNamespace | None = None
+
+
+class InodeProperties(ProtoMessage):
+    number: UInt64 = 0
+    links: UInt32 | None = None
+
+
+class FileProperties(ProtoMessage):
+    inode: InodeProperties | None = None
+    path: str = ""
+
+
+class BinaryProperties(ProtoMessage):
+    setuid: UInt32 | None = None
+    setgid: UInt32 | None = None
+    privileges_changed: list[PrivilegesChanged] = []
+    file: FileProperties | None = None
+
+
+class UserRecord(ProtoMessage):
+    name: str = ""
+
+
+class EnvVar(ProtoMessage):
+    # Capitalised in Tetragon's proto, hence in its JSON too.
+    Key: str = ""
+    Value: str = ""
+
+
+class Process(ProtoMessage):
+    """tetragon.Process. Only ``pid`` is always known; Tetragon itself emits an exit for an
+    uncached process with nothing but ``pid`` and ``start_time``."""
+
+    exec_id: str = ""
+    pid: UInt32
+    uid: UInt32 | None = None
+    cwd: str = ""
+    binary: str = ""
+    arguments: str = ""
+    flags: str = ""  # space-separated: "execve clone", "procFS", "errorCWD", ...
+    start_time: Timestamp | None = None
+    auid: UInt32 | None = None
+    pod: Pod | None = None
+    docker: str = ""  # container id truncated to 31 chars, as Tetragon's BPF side reports it
+    parent_exec_id: str = ""
+    refcnt: UInt32 = 0
+    cap: Capabilities | None = None
+    ns: Namespaces | None = None
+    tid: UInt32 | None = None
+    process_credentials: ProcessCredentials | None = None
+    binary_properties: BinaryProperties | None = None  # process_exec only
+    user: UserRecord | None = None
+    in_init_tree: bool | None = None
+    environment_variables: list[EnvVar] = []
+
+
+class ProcessExec(ProtoMessage):
+    process: Process
+    parent: Process | None = None
+    ancestors: list[Process] = []
+
+
+class ProcessExit(ProtoMessage):
+    process: Process
+    parent: Process | None = None
+    signal: str = ""  # e.g. "SIGKILL"; empty (absent) for a normal exit
+    status: UInt32 = 0  # exit code (wait status >> 8); absent when 0
+    time: Timestamp | None = None
+    ancestors: list[Process] = []
+
+
+# The oneof GetEventsResponse.event, in proto field order. A later issue adds
+# process_kprobe (proto field 9) and process_tracepoint (10): declare the field on
+# GetEventsResponse and append its name here; the exactly-one check then covers it.
+EVENT_KINDS: tuple[str, ...] = ("process_exec", "process_exit")
+
+
+class GetEventsResponse(ProtoMessage):
+    """One event line: exactly one event kind, plus where and when it was observed."""
+
+    process_exec: ProcessExec | None = None
+    process_exit: ProcessExit | None = None
+    node_name: str = Field(min_length=1)
+    time: Timestamp
+    cluster_name: str = ""
+    node_labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _exactly_one_event(self) -> Self:
+        present = [kind for kind in EVENT_KINDS if getattr(self, kind) is not None]
+        if len(present) != 1:
+            raise ValueError(f"exactly one of {', '.join(EVENT_KINDS)} must be set, got {present}")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The protobuf-JSON object: proto names, defaults and unset fields absent."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def to_json_line(self) -> str:
+        """``to_json_dict()`` as compact JSON, without the trailing newline."""
+        return json.dumps(self.to_json_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> GetEventsResponse:
+        """Validate a decoded JSON object (or a msgpack-decoded dict) into the model."""
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_json_line(cls, line: str | bytes) -> GetEventsResponse:
+        """Validate one JSON line."""
+        return cls.model_validate_json(line)
+
+
+def event_type(resp: GetEventsResponse) -> str:
+    """The name of the event kind that is set, e.g. "process_exec"; also the subject token."""
+    return next(kind for kind in EVENT_KINDS if getattr(resp, kind) is not None)
+
+
+def exec_id(node: str, ktime_ns: int, pid: int) -> str:
+    """Tetragon's exec id: standard base64 (with padding) of "node:ktime:pid"."""
+    return base64.b64encode(f"{node}:{ktime_ns}:{pid}".encode()).decode("ascii")

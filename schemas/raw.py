@@ -1,0 +1,114 @@
+"""Raw records: what the sensor publishes on ``ocellus.raw.<node>.<type>``.
+
+The sensor builds these as plain dicts (no pydantic on its hot path); the
+models here validate them where they are trusted: in the enricher and in
+tests. Flag bits and ops mirror ``bpf/lib/events.h`` (checked by
+tests/sensor/test_layout.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas import subjects
+
+U32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
+U64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+Text = Annotated[str, Field(max_length=8192)]
+
+
+class Op(enum.IntEnum):
+    """enum ocellus_op: wire values, never renumbered."""
+
+    EXEC = 1
+    EXIT = 2
+    CLONE = 3
+
+
+class RecordFlag(enum.IntFlag):
+    """OCELLUS_F_*: why a field is missing or cut short."""
+
+    ARGS_TRUNCATED = 1 << 0
+    FILENAME_TRUNCATED = 1 << 1
+    NO_ARGS = 1 << 2
+    NO_PARENT = 1 << 3
+    NO_STATUS = 1 << 4
+    ARGS_FAULT = 1 << 5
+
+
+class KernelStat(enum.IntEnum):
+    """enum ocellus_stat: indexes of the BPF per-CPU counter map."""
+
+    RINGBUF_FULL = 0
+    RECORDS = 1
+    THREADS = 2
+    EXEC_NO_ARGS = 3
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    ktime: U64  # CLOCK_BOOTTIME nanoseconds
+    pid: U32
+    tid: U32
+    ppid: U32  # 0 when unknown (flags has NO_PARENT)
+    uid: U32
+    gid: U32
+    cgroup_id: U64
+    comm: Annotated[str, Field(max_length=64)]
+    flags: Annotated[int, Field(ge=0, le=0xFFFF)]
+
+    def has(self, flag: RecordFlag) -> bool:
+        return bool(self.flags & flag)
+
+
+class RawExec(_Record):
+    binary: Text
+    argv: Annotated[list[Text], Field(max_length=4096)]  # argv[0] included
+
+
+class RawExit(_Record):
+    exit_code: U32
+    signal: Annotated[int, Field(ge=0, le=64)]
+
+
+class RawClone(_Record):
+    parent_tid: U32
+    clone_flags: U64
+
+
+RECORD_TYPES: dict[str, type[_Record]] = {
+    subjects.PROCESS_EXEC: RawExec,
+    subjects.PROCESS_EXIT: RawExit,
+    subjects.PROCESS_CLONE: RawClone,
+}
+
+RawRecord = RawExec | RawExit | RawClone
+
+
+class RawBatch(BaseModel):
+    """One NATS message: records of one type from one node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    node: Annotated[str, Field(min_length=1, max_length=253)]
+    type: Literal["process_exec", "process_exit", "process_clone"]
+    # Wall-clock nanoseconds at boot, when the batch was sent: ktime + boot_ns
+    # is the event's wall time.
+    boot_ns: U64
+    records: list[dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _records_known(self) -> RawBatch:
+        if not self.records:
+            raise ValueError("a batch has at least one record")
+        return self
+
+    def parsed(self) -> list[RawRecord]:
+        """Validate every record; raises pydantic.ValidationError on the first bad one."""
+        model = RECORD_TYPES[self.type]
+        return [model.model_validate(r) for r in self.records]  # type: ignore[misc]

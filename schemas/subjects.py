@@ -1,0 +1,53 @@
+"""NATS subject names: the only place they are spelled (DESIGN §2)."""
+
+from __future__ import annotations
+
+PREFIX = "ocellus"
+EVENTS_STREAM = "OCELLUS_EVENTS"
+POLICY_BUCKET = "ocellus_policies"
+
+# Raw record types published by the sensor; also the <type> subject token.
+PROCESS_EXEC = "process_exec"
+PROCESS_EXIT = "process_exit"
+PROCESS_CLONE = "process_clone"
+
+
+def node_token(node: str) -> str:
+    """A node name as one subject token: dots would split it."""
+    token = node.replace(".", "_")
+    if not token or any(c in token for c in " *>\t\r\n"):
+        raise ValueError(f"node name {node!r} cannot be used in a NATS subject")
+    return token
+
+
+def raw(node: str, event_type: str) -> str:
+    return f"{PREFIX}.raw.{node_token(node)}.{event_type}"
+
+
+def raw_all(node: str | None = None) -> str:
+    return f"{PREFIX}.raw.{node_token(node)}.>" if node else f"{PREFIX}.raw.>"
+
+
+def events(node: str, event_type: str) -> str:
+    return f"{PREFIX}.events.{node_token(node)}.{event_type}"
+
+
+def events_all(node: str | None = None) -> str:
+    return f"{PREFIX}.events.{node_token(node)}.>" if node else f"{PREFIX}.events.>"
+
+
+def status(service: str, node: str) -> str:
+    return f"{PREFIX}.status.{service}.{node_token(node)}"
+
+
+def status_all() -> str:
+    return f"{PREFIX}.status.>"
+
+
+def control(service: str, node: str, verb: str) -> str:
+    return f"{PREFIX}.ctl.{service}.{node_token(node)}.{verb}"
+
+
+def event_type_of(subject: str) -> str:
+    """The <type> token of a raw or events subject."""
+    return subject.rsplit(".", 1)[-1]

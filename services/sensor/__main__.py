@@ -1,0 +1,24 @@
+"""python -m services.sensor"""
+
+import asyncio
+import sys
+
+from services.common.errors import OcellusError
+from services.common.logging import configure_logging, get_logger
+from services.sensor.service import run
+from services.sensor.settings import Settings
+
+
+def main() -> int:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(run(settings))
+    except OcellusError as e:
+        get_logger("ocellus.sensor").error("sensor cannot run", reason=str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Bounded hand-off from the reader thread to NATS.
+
+The reader delivers batches of raw bytes from its thread; they wait in a
+bounded queue (drops past ``queue_max`` are counted, never silent), and a
+task on the event loop decodes them and publishes one msgpack message per
+event type and chunk to ``ocellus.raw.<node>.<type>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from schemas import codec, subjects
+from services.common.logging import get_logger
+from services.sensor.records import RecordError, decode
+
+log = get_logger("ocellus.sensor.publisher")
+
+
+def boot_time_ns() -> int:
+    """Wall-clock nanoseconds at boot: ktime (CLOCK_BOOTTIME) + this = wall time."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+class RawPublisher:
+    def __init__(self, nc: NATS, node: str, *, queue_max: int, max_bytes: int) -> None:
+        self._nc = nc
+        self._node = node
+        self._queue: deque[list[bytes]] = deque()
+        self._queued = 0
+        self._queue_max = queue_max
+        self._max_bytes = max_bytes
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._subjects = {t: subjects.raw(node, t) for t in subjects_for_records()}
+        self.counters: Counter[str] = Counter()
+
+    # -- reader thread side -------------------------------------------------
+    def deliver_threadsafe(self, batch: list[bytes]) -> None:
+        self._loop.call_soon_threadsafe(self._enqueue, batch)
+
+    # -- event loop side ----------------------------------------------------
+    def _enqueue(self, batch: list[bytes]) -> None:
+        self.counters["received"] += len(batch)
+        if self._queued + len(batch) > self._queue_max:
+            self.counters["queue_dropped"] += len(batch)
+            return
+        self._queue.append(batch)
+        self._queued += len(batch)
+        self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def run(self) -> None:
+        """Publish until cancelled; `flush_pending` publishes what is left."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush_pending()
+
+    async def flush_pending(self) -> None:
+        while self._queue:
+            batch = self._queue.popleft()
+            self._queued -= len(batch)
+            await self._publish(batch)
+
+    async def _publish(self, batch: list[bytes]) -> None:
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        sizes: dict[str, int] = {}
+        boot_ns = boot_time_ns()
+        for data in batch:
+            try:
+                event_type, record = decode(data)
+            except RecordError as e:
+                self.counters["decode_errors"] += 1
+                log.error("undecodable ring-buffer record", reason=str(e))
+                continue
+            records = by_type.setdefault(event_type, [])
+            records.append(record)
+            sizes[event_type] = sizes.get(event_type, 0) + len(data)
+            if sizes[event_type] >= self._max_bytes:
+                await self._send(event_type, records, boot_ns)
+                by_type[event_type] = []
+                sizes[event_type] = 0
+        for event_type, records in by_type.items():
+            if records:
+                await self._send(event_type, records, boot_ns)
+
+    async def _send(self, event_type: str, records: list[dict[str, Any]], boot_ns: int) -> None:
+        payload = codec.pack(
+            {"node": self._node, "type": event_type, "boot_ns": boot_ns, "records": records}
+        )
+        await self._nc.publish(self._subjects[event_type], payload)
+        self.counters["published"] += len(records)
+        self.counters["messages"] += 1
+        self.counters[f"published_{event_type}"] += len(records)
+
+
+def subjects_for_records() -> tuple[str, ...]:
+    return (subjects.PROCESS_EXEC, subjects.PROCESS_EXIT, subjects.PROCESS_CLONE)

@@ -1,0 +1,126 @@
+"""The sensor's lifecycle: mount, probe, load, seed, drain, publish, report.
+
+Shutdown mirrors start-up: detach the programs (intake stops), drain the
+ring, publish what is queued, drain NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from schemas import codec, subjects
+from services.common import bus
+from services.common.lifecycle import RateLimitedLog, stop_on_signals
+from services.common.logging import get_logger
+from services.sensor import capabilities
+from services.sensor.mounts import ensure_sensor_mounts
+from services.sensor.probes import ProcessProbes, detach_all
+from services.sensor.publisher import RawPublisher
+from services.sensor.reader import RingBufferReader
+from services.sensor.settings import Settings
+
+log = get_logger("ocellus.sensor")
+
+
+async def run(settings: Settings, *, nc: NATS | None = None,
+              stop: asyncio.Event | None = None) -> None:  # fmt: skip
+    """Run until SIGTERM/SIGINT (or ``stop``); ``nc`` is injectable for tests."""
+    stop = stop or stop_on_signals()
+    started = time.monotonic()
+    mounted = ensure_sensor_mounts()
+    caps = capabilities.probe()
+    log.info("kernel capabilities", mounted=mounted, **caps)
+
+    own_nc = nc is None
+    if nc is None:
+        nc = await bus.connect(
+            settings.nats_url, name=f"ocellus-sensor-{settings.node_name}",
+            timeout=settings.nats_connect_timeout,
+        )  # fmt: skip
+
+    probes = ProcessProbes(
+        ringbuf_pages=settings.ringbuf_pages, args_max=settings.args_max,
+        arg_max=settings.arg_max, argc_max=settings.argc_max,
+        procs_max=settings.procs_max, wakeup_every=settings.wakeup_every,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(probes.load)  # clang takes a second or two
+        seeded = probes.seed_parents()
+        publisher = RawPublisher(
+            nc, settings.node_name, queue_max=settings.queue_max,
+            max_bytes=settings.publish_max_bytes,
+        )  # fmt: skip
+        reader = RingBufferReader(
+            probes.ringbuf_fd, publisher.deliver_threadsafe,
+            interval_ms=settings.drain_interval_ms, batch_max=settings.batch_max,
+        )  # fmt: skip
+        reader.start()
+        publishing = asyncio.create_task(publisher.run(), name="publish")
+        reporting = asyncio.create_task(
+            _report(nc, settings, probes, publisher, caps, started), name="status"
+        )
+        log.info("sensor running", node=settings.node_name, seeded_processes=seeded,
+                 start_seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        await stop.wait()
+
+        log.info("sensor stopping")
+        detach_all(probes)
+        await asyncio.to_thread(reader.stop)
+        await asyncio.sleep(0)  # let the reader's last call_soon_threadsafe run
+        publishing.cancel()
+        reporting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporting
+        await publisher.flush_pending()
+        await _publish_status(nc, settings, probes, publisher, caps, started)
+        log.info("sensor stopped", **_counters(probes, publisher))
+    finally:
+        probes.close()
+        if own_nc:
+            await bus.drain(nc, settings.drain_timeout)
+
+
+def _counters(probes: ProcessProbes, publisher: RawPublisher) -> dict[str, int]:
+    kernel = probes.kernel_counters() if probes.bpf is not None else {}
+    return {**{f"kernel_{k}": v for k, v in kernel.items()}, **publisher.counters,
+            "queued": publisher.queued}  # fmt: skip
+
+
+async def _publish_status(nc: NATS, settings: Settings, probes: ProcessProbes,
+                          publisher: RawPublisher, caps: dict[str, str],
+                          started: float) -> dict[str, Any]:  # fmt: skip
+    counters = _counters(probes, publisher)
+    await nc.publish(
+        subjects.status("sensor", settings.node_name),
+        codec.pack({
+            "service": "sensor", "node": settings.node_name, "time": time.time_ns(),
+            "uptime": round(time.monotonic() - started, 3),
+            "counters": counters, "capabilities": caps,
+        }),
+    )  # fmt: skip
+    return counters
+
+
+async def _report(nc: NATS, settings: Settings, probes: ProcessProbes,
+                  publisher: RawPublisher, caps: dict[str, str], started: float) -> None:  # fmt: skip
+    """Heartbeat on ocellus.status.sensor.<node>, and a rate-limited log of losses."""
+    warn = RateLimitedLog(10.0)
+    last_lost = 0
+    while True:
+        await asyncio.sleep(settings.status_interval)
+        counters = await _publish_status(nc, settings, probes, publisher, caps, started)
+        lost = counters.get("kernel_ringbuf_full", 0) + counters.get("queue_dropped", 0)
+        if lost > last_lost and warn.ready():
+            log.warning(
+                "events lost", since_last=lost - last_lost,
+                ringbuf_full=counters.get("kernel_ringbuf_full", 0),
+                queue_dropped=counters.get("queue_dropped", 0),
+            )  # fmt: skip
+            last_lost = lost
