@@ -55,10 +55,13 @@ async def drain(nc: NATS, timeout: float) -> None:
         return
     try:
         await asyncio.wait_for(nc.drain(), timeout)
-    except (TimeoutError, nats.errors.Error) as e:
+    except (TimeoutError, OSError, nats.errors.Error) as e:
         log.warning("NATS drain did not finish; closing", reason=str(e) or type(e).__name__)
         if not nc.is_closed:
-            await nc.close()
+            try:
+                await nc.close()
+            except (OSError, nats.errors.Error) as close_error:
+                log.warning("NATS close failed", reason=str(close_error))
 
 
 async def _on_error(e: Exception) -> None:

@@ -4,8 +4,10 @@ and for tests: JetStream on, state in a directory, port 0 allowed."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +15,16 @@ import time
 from pathlib import Path
 
 from services.common.errors import OcellusError
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For child processes (preexec_fn): SIGTERM when the parent dies, so that a
+    killed `ocellus up` leaves nothing behind. Children run in their own session
+    so that a Ctrl-C reaches only `up`, which then stops them in order."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class NatsServerError(OcellusError):
@@ -52,7 +64,9 @@ class EmbeddedNats:
             "--ports_file_dir", str(ports_dir),
             "-l", str(log_path),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -3,14 +3,20 @@
 import asyncio
 import sys
 
+from pydantic import ValidationError
+
 from services.common.errors import OcellusError
 from services.common.logging import configure_logging, get_logger
 from services.sensor.service import run
 from services.sensor.settings import Settings
 
 
-def main() -> int:
-    settings = Settings()
+def main(settings: Settings | None = None) -> int:
+    try:
+        settings = settings or Settings()
+    except ValidationError as e:
+        print(f"sensor: invalid settings:\n{e}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(run(settings))

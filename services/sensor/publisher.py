@@ -21,6 +21,8 @@ from services.sensor.records import RecordError, decode
 
 log = get_logger("ocellus.sensor.publisher")
 
+PUBLISH_ORDER = (subjects.PROCESS_CLONE, subjects.PROCESS_EXEC, subjects.PROCESS_EXIT)
+
 
 def boot_time_ns() -> int:
     """Wall-clock nanoseconds at boot: ktime (CLOCK_BOOTTIME) + this = wall time."""
@@ -37,7 +39,7 @@ class RawPublisher:
         self._max_bytes = max_bytes
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._subjects = {t: subjects.raw(node, t) for t in subjects_for_records()}
+        self._subjects = {t: subjects.raw(node, t) for t in PUBLISH_ORDER}
         self.counters: Counter[str] = Counter()
 
     # -- reader thread side -------------------------------------------------
@@ -72,9 +74,10 @@ class RawPublisher:
             await self._publish(batch)
 
     async def _publish(self, batch: list[bytes]) -> None:
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        sizes: dict[str, int] = {}
-        boot_ns = boot_time_ns()
+        # Types go out in causal order (clone, exec, exit): NATS keeps a
+        # connection's order, so a consumer sees a process's exec before its
+        # exit even though they travel on different subjects.
+        by_type: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in PUBLISH_ORDER}
         for data in batch:
             try:
                 event_type, record = decode(data)
@@ -82,16 +85,19 @@ class RawPublisher:
                 self.counters["decode_errors"] += 1
                 log.error("undecodable ring-buffer record", reason=str(e))
                 continue
-            records = by_type.setdefault(event_type, [])
-            records.append(record)
-            sizes[event_type] = sizes.get(event_type, 0) + len(data)
-            if sizes[event_type] >= self._max_bytes:
-                await self._send(event_type, records, boot_ns)
-                by_type[event_type] = []
-                sizes[event_type] = 0
-        for event_type, records in by_type.items():
-            if records:
-                await self._send(event_type, records, boot_ns)
+            by_type[event_type].append((len(data), record))
+        boot_ns = boot_time_ns()
+        for event_type, sized in by_type.items():
+            chunk: list[dict[str, Any]] = []
+            size = 0
+            for record_size, record in sized:
+                chunk.append(record)
+                size += record_size
+                if size >= self._max_bytes:
+                    await self._send(event_type, chunk, boot_ns)
+                    chunk, size = [], 0
+            if chunk:
+                await self._send(event_type, chunk, boot_ns)
 
     async def _send(self, event_type: str, records: list[dict[str, Any]], boot_ns: int) -> None:
         payload = codec.pack(
@@ -101,7 +107,3 @@ class RawPublisher:
         self.counters["published"] += len(records)
         self.counters["messages"] += 1
         self.counters[f"published_{event_type}"] += len(records)
-
-
-def subjects_for_records() -> tuple[str, ...]:
-    return (subjects.PROCESS_EXEC, subjects.PROCESS_EXIT, subjects.PROCESS_CLONE)

@@ -1,0 +1,98 @@
+"""The `ocellus` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.cli.events import EventFilter, EventPrinter, run_events
+from services.cli.settings import Settings
+from services.common import bus
+from services.common.errors import OcellusError
+from services.common.lifecycle import stop_on_signals
+from services.common.logging import configure_logging, get_logger
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocellus", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--nats-url", help="NATS URL (env OCELLUS_NATS_URL)")
+    common.add_argument("--node-name", help="node name (env OCELLUS_NODE_NAME)")
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="embedded NATS + all services + live events")
+    up.add_argument("-o", "--output", choices=["compact", "json"])
+    up.add_argument("--state-dir", help="where NATS keeps its data (env OCELLUS_STATE_DIR)")
+
+    events = sub.add_parser("events", parents=[common], help="print events from a running bus")
+    events.add_argument("-o", "--output", choices=["compact", "json"])
+    events.add_argument("--type", action="append", default=[], metavar="TYPE",
+                        help="process_exec, process_exit (repeatable)")  # fmt: skip
+    events.add_argument("--binary", help="regular expression the binary must match")
+
+    sub.add_parser("sensor", parents=[common], help="run the sensor (root)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """Flags given on the command line, as settings keyword arguments."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags = _overrides(args, "nats_url", "node_name", "log_level", "output", "state_dir")
+    try:
+        if args.command == "sensor":
+            from services.sensor.__main__ import main as sensor_main
+            from services.sensor.settings import Settings as SensorSettings
+
+            return sensor_main(SensorSettings(**flags))
+        settings = Settings(**flags)
+    except ValidationError as e:
+        print(f"ocellus: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    log = get_logger("ocellus")
+    try:
+        if args.command == "up":
+            from services.cli.up import run_up
+
+            # An explicit URL (flag, env or config file) means "use that NATS".
+            url = settings.nats_url if "nats_url" in settings.model_fields_set else None
+            return asyncio.run(run_up(settings, nats_url=url))
+        if args.command == "events":
+            binary = re.compile(args.binary) if args.binary else None
+            printer = EventPrinter(
+                output=settings.output,
+                event_filter=EventFilter(types=frozenset(args.type), binary=binary),
+            )
+            return asyncio.run(_events(settings, printer))
+    except OcellusError as e:
+        log.error(f"ocellus {args.command} failed", reason=str(e))
+        return 1
+    except re.error as e:
+        print(f"ocellus: --binary: {e}", file=sys.stderr)
+        return 2
+    return 2
+
+
+async def _events(settings: Settings, printer: EventPrinter) -> int:
+    stop = stop_on_signals()
+    nc = await bus.connect(settings.nats_url, name="ocellus-events",
+                           timeout=settings.nats_connect_timeout)  # fmt: skip
+    try:
+        await run_events(nc, printer, stop)
+    finally:
+        await bus.drain(nc, settings.drain_timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

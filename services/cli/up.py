@@ -1,0 +1,96 @@
+"""`ocellus up`: an embedded NATS (unless one is named), every service, and
+live events on screen until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+
+from services.cli.events import EventPrinter, subscribe_raw
+from services.cli.settings import Settings
+from services.common import bus
+from services.common.lifecycle import stop_on_signals
+from services.common.logging import get_logger
+from services.common.natsserver import EmbeddedNats, NatsServerError, die_with_parent
+
+log = get_logger("ocellus.up")
+
+# Services that exist, in start order (stopped in reverse).
+SERVICES = ("sensor",)
+
+
+async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
+    server = EmbeddedNats(settings.state_dir / "nats", port=settings.nats_port)
+    try:
+        url = await asyncio.to_thread(server.start)
+    except NatsServerError as e:
+        if settings.nats_port == 0:
+            raise
+        # The default port is taken (another NATS?): take any free one.
+        log.warning("NATS port busy; using a free one", port=settings.nats_port, reason=str(e))
+        server = EmbeddedNats(settings.state_dir / "nats", port=0)
+        url = await asyncio.to_thread(server.start)
+    return server, url
+
+
+async def _spawn(service: str, url: str, settings: Settings) -> asyncio.subprocess.Process:
+    env = {**os.environ, "OCELLUS_NATS_URL": url, "OCELLUS_NODE_NAME": settings.node_name}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"services.{service}", env=env, stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=die_with_parent,
+    )  # fmt: skip
+
+
+async def _stop_child(name: str, proc: asyncio.subprocess.Process, timeout: float) -> int:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            log.error("service did not stop in time; killing", service=name, timeout=timeout)
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0
+
+
+async def run_up(settings: Settings, *, nats_url: str | None) -> int:
+    stop = stop_on_signals()
+    server = None
+    if nats_url is None:
+        server, nats_url = await _start_nats(settings)
+        log.info("embedded NATS ready", url=nats_url, state_dir=str(settings.state_dir))
+    children: dict[str, asyncio.subprocess.Process] = {}
+    nc = None
+    failed = False
+    try:
+        nc = await bus.connect(nats_url, name="ocellus-up", timeout=settings.nats_connect_timeout)
+        printer = EventPrinter(output=settings.output)
+        await subscribe_raw(nc, printer)
+        for service in SERVICES:
+            children[service] = await _spawn(service, nats_url, settings)
+        log.info("ocellus up", nats=nats_url, services={n: p.pid for n, p in children.items()})
+
+        waits = {asyncio.create_task(p.wait()): n for n, p in children.items()}
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({stopping, *waits}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task in waits:
+                failed = True
+                log.error("service exited; stopping everything", service=waits[task],
+                          returncode=task.result())  # fmt: skip
+        for task in {stopping, *waits}:
+            task.cancel()
+    finally:
+        codes = {}
+        for name in reversed(list(children)):
+            codes[name] = await _stop_child(name, children[name], settings.stop_timeout)
+        if nc is not None:
+            await bus.drain(nc, settings.drain_timeout)
+        if server is not None:
+            await server.astop()
+        if children:
+            log.info("ocellus down", returncodes=codes)
+    return 1 if failed or any(codes.values()) else 0
