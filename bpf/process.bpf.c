@@ -49,8 +49,9 @@ struct proc_state {
 	__u32 ppid;
 	__u32 exit_code;
 	__u32 signal;
-	__u16 flags;      /* OCELLUS_F_NO_PARENT */
-	__u8  status_set; /* exit_code or signal recorded */
+	__u32 last_signal; /* last fatal-by-default signal sent to it */
+	__u16 flags;       /* OCELLUS_F_NO_PARENT */
+	__u8  status_set;  /* exit_code or signal recorded */
 	__u8  _pad;
 };
 
@@ -298,15 +299,37 @@ static __always_inline int fatal_by_default(int sig)
 	}
 }
 
+/* When a signal with a fatal default action is sent to a process that does
+ * not handle it, the kernel turns it into a group-wide SIGKILL at once, so
+ * signal_deliver only ever sees SIGKILL. The signal that was sent is seen
+ * here, in the sender. */
+TRACEPOINT_PROBE(signal, signal_generate)
+{
+	__u32 target = args->pid;
+
+	if (args->result != 0 || !fatal_by_default(args->sig))  /* 0: delivered */
+		return 0;
+	struct proc_state *ps = procs.lookup(&target);
+	if (ps)
+		ps->last_signal = args->sig;
+	return 0;
+}
+
 TRACEPOINT_PROBE(signal, signal_deliver)
 {
 	int sig = args->sig;
+	struct proc_state *ps;
 
-	if (sig != SIG_KILL && (args->sa_handler != 0 || !fatal_by_default(sig)))
+	if (sig != SIG_KILL && (args->sa_handler != 0 || !fatal_by_default(sig))) {
+		/* Handled or harmless: it was not the cause of any death. */
+		ps = procs.lookup(&(__u32){bpf_get_current_pid_tgid() >> 32});
+		if (ps && ps->last_signal == sig)
+			ps->last_signal = 0;
 		return 0;
-	struct proc_state *ps = proc_of_current();
+	}
+	ps = proc_of_current();
 	if (ps && !ps->status_set) {
-		ps->signal = sig;
+		ps->signal = (sig == SIG_KILL && ps->last_signal) ? ps->last_signal : sig;
 		ps->status_set = 1;
 	}
 	return 0;

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from schemas import codec, subjects
 from schemas.events import GetEventsResponse, event_type
@@ -53,8 +53,8 @@ class EventPrinter:
             self.out.flush()
 
 
-async def subscribe_raw(nc: NATS, printer: EventPrinter) -> Callable[[], None]:
-    """Print events built from the sensor's raw records; returns an unsubscriber."""
+async def subscribe_raw(nc: NATS, printer: EventPrinter) -> Subscription:
+    """Print events built from the sensor's raw records."""
     view = RawView()
 
     async def on_message(msg: Msg) -> None:
@@ -68,15 +68,10 @@ async def subscribe_raw(nc: NATS, printer: EventPrinter) -> Callable[[], None]:
         for resp in events:
             printer.print(resp)
 
-    sub = await nc.subscribe(subjects.raw_all(), cb=on_message)
-
-    def unsubscribe() -> None:
-        asyncio.ensure_future(sub.unsubscribe())
-
-    return unsubscribe
+    return await nc.subscribe(subjects.raw_all(), cb=on_message)
 
 
 async def run_events(nc: NATS, printer: EventPrinter, stop: asyncio.Event) -> None:
-    unsubscribe = await subscribe_raw(nc, printer)
+    sub = await subscribe_raw(nc, printer)
     await stop.wait()
-    unsubscribe()
+    await sub.unsubscribe()

@@ -32,8 +32,13 @@ def _parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", parents=[common], help="print events from a running bus")
     events.add_argument("-o", "--output", choices=["compact", "json"])
-    events.add_argument("--type", action="append", default=[], metavar="TYPE",
-                        help="process_exec, process_exit (repeatable)")  # fmt: skip
+    events.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="process_exec, process_exit (repeatable)",
+    )
     events.add_argument("--binary", help="regular expression the binary must match")
 
     sub.add_parser("sensor", parents=[common], help="run the sensor (root)")
@@ -85,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _events(settings: Settings, printer: EventPrinter) -> int:
     stop = stop_on_signals()
-    nc = await bus.connect(settings.nats_url, name="ocellus-events",
-                           timeout=settings.nats_connect_timeout)  # fmt: skip
+    nc = await bus.connect(
+        settings.nats_url, name="ocellus-events", timeout=settings.nats_connect_timeout
+    )
     try:
         await run_events(nc, printer, stop)
     finally:

@@ -50,31 +50,42 @@ class RawView:
                 out.append(event)
         return out
 
-    def _event(self, event_type: str, r: dict[str, Any], node: str,
-               boot_ns: int) -> GetEventsResponse | None:  # fmt: skip
+    def _event(
+        self, event_type: str, r: dict[str, Any], node: str, boot_ns: int
+    ) -> GetEventsResponse | None:
         when = boot_ns + r["ktime"]
         parent = Process(pid=r["ppid"]) if r["ppid"] else None
         if event_type == subjects.PROCESS_EXEC:
             process = Process(
-                exec_id=exec_id(node, r["ktime"], r["pid"]), pid=r["pid"], tid=r["tid"],
-                uid=r["uid"], binary=r["binary"], arguments=join_arguments(r["argv"][1:]),
-                flags=_flags(r, "execve"), start_time=when,
-            )  # fmt: skip
+                exec_id=exec_id(node, r["ktime"], r["pid"]),
+                pid=r["pid"],
+                tid=r["tid"],
+                uid=r["uid"],
+                binary=r["binary"],
+                arguments=join_arguments(r["argv"][1:]),
+                flags=_flags(r, "execve"),
+                start_time=when,
+            )
             self._remember(r["pid"], process)
             return GetEventsResponse(
                 process_exec=ProcessExec(process=process, parent=parent),
-                node_name=node, time=when,
-            )  # fmt: skip
+                node_name=node,
+                time=when,
+            )
         if event_type == subjects.PROCESS_EXIT:
-            process = self._execs.pop(r["pid"], None) or Process(pid=r["pid"], binary=r["comm"])
+            known = self._execs.pop(r["pid"], None)
+            process = known or Process(pid=r["pid"], binary=r["comm"])
             return GetEventsResponse(
                 process_exit=ProcessExit(
-                    process=process, parent=parent,
+                    process=process,
+                    parent=parent,
                     signal=signal_name(r["signal"]) if r["signal"] else "",
-                    status=0 if r["signal"] else r["exit_code"], time=when,
+                    status=0 if r["signal"] else r["exit_code"],
+                    time=when,
                 ),
-                node_name=node, time=when,
-            )  # fmt: skip
+                node_name=node,
+                time=when,
+            )
         return None  # clones have no Tetragon event of their own
 
     def _remember(self, pid: int, process: Process) -> None:

@@ -22,9 +22,11 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="OCELLUS_")
     section: ClassVar[str] = "cli"
 
-    state_dir: Path = Field(default_factory=_default_state_dir,
-                            description="where `ocellus up` keeps NATS data")  # fmt: skip
+    state_dir: Path = Field(
+        default_factory=_default_state_dir, description="where `ocellus up` keeps NATS data"
+    )
     output: Literal["compact", "json"] = Field("compact", description="event output format")
-    nats_port: int = Field(4222, ge=0, le=65535,
-                           description="port of the embedded NATS (`up`); 0 picks one")  # fmt: skip
+    nats_port: int = Field(
+        4222, ge=0, le=65535, description="port of the embedded NATS (`up`); 0 picks one"
+    )
     stop_timeout: float = Field(5.0, gt=0, description="seconds services get to exit on stop")

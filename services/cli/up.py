@@ -38,9 +38,14 @@ async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
 async def _spawn(service: str, url: str, settings: Settings) -> asyncio.subprocess.Process:
     env = {**os.environ, "OCELLUS_NATS_URL": url, "OCELLUS_NODE_NAME": settings.node_name}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"services.{service}", env=env, stdin=asyncio.subprocess.DEVNULL,
-        start_new_session=True, preexec_fn=die_with_parent,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        f"services.{service}",
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
 
 
 async def _stop_child(name: str, proc: asyncio.subprocess.Process, timeout: float) -> int:
@@ -79,8 +84,11 @@ async def run_up(settings: Settings, *, nats_url: str | None) -> int:
         for task in done:
             if task in waits:
                 failed = True
-                log.error("service exited; stopping everything", service=waits[task],
-                          returncode=task.result())  # fmt: skip
+                log.error(
+                    "service exited; stopping everything",
+                    service=waits[task],
+                    returncode=task.result(),
+                )
         for task in {stopping, *waits}:
             task.cancel()
     finally:

@@ -15,38 +15,46 @@ log = get_logger("ocellus.bus")
 
 
 async def connect(url: str, *, name: str, timeout: float = 10.0) -> NATS:
-    """Connect, retrying until ``timeout``; afterwards nats-py reconnects forever."""
+    """Connect, trying for up to ``timeout`` seconds; once connected, nats-py
+    reconnects forever. Raises BusUnavailableError naming the URL."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    started = time.monotonic()
-    delay = 0.1
+    last_error: list[str] = ["no answer"]
     client: list[NATS] = []
+
+    async def on_error(e: Exception) -> None:
+        reason = str(e) or type(e).__name__
+        if not client:
+            last_error[0] = reason  # still connecting: reported once, on failure
+            return
+        log.warning("NATS error", reason=reason)
 
     async def on_disconnected() -> None:
         if client and not (client[0].is_closed or client[0].is_draining):
             log.warning("NATS disconnected; reconnecting", url=url)
 
-    while True:
-        try:
-            nc = await nats.connect(
+    started = time.monotonic()
+    try:
+        # nats-py retries the first connection forever when reconnects are on,
+        # so the overall wait is bounded here.
+        nc = await asyncio.wait_for(
+            nats.connect(
                 servers=servers,
                 name=name,
                 connect_timeout=min(2.0, max(timeout, 0.1)),
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
-                error_cb=_on_error,
+                error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=_on_reconnected,
-            )
-            client.append(nc)
-            return nc
-        except (OSError, TimeoutError, nats.errors.Error) as e:
-            waited = time.monotonic() - started
-            if waited + delay > timeout:
-                raise BusUnavailableError(url, waited, str(e) or type(e).__name__) from e
-            log.info("waiting for NATS", url=url, reason=str(e) or type(e).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as e:
+        cause = last_error[0] if isinstance(e, TimeoutError) else (str(e) or type(e).__name__)
+        raise BusUnavailableError(url, time.monotonic() - started, cause) from e
+    client.append(nc)
+    return nc
 
 
 async def drain(nc: NATS, timeout: float) -> None:
@@ -62,10 +70,6 @@ async def drain(nc: NATS, timeout: float) -> None:
                 await nc.close()
             except (OSError, nats.errors.Error) as close_error:
                 log.warning("NATS close failed", reason=str(close_error))
-
-
-async def _on_error(e: Exception) -> None:
-    log.warning("NATS error", reason=str(e) or type(e).__name__)
 
 
 async def _on_reconnected() -> None:

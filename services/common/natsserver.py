@@ -16,7 +16,6 @@ from pathlib import Path
 
 from services.common.errors import OcellusError
 
-
 _PR_SET_PDEATHSIG = 1
 
 
@@ -58,12 +57,18 @@ class EmbeddedNats:
         log_path = self.state_dir / "nats-server.log"
         argv = [
             find_binary(),
-            "-a", self.host,
-            "-p", str(self.port if self.port else -1),
-            "-js", "-sd", str(self.state_dir / "jetstream"),
-            "--ports_file_dir", str(ports_dir),
-            "-l", str(log_path),
-        ]  # fmt: skip
+            "-a",
+            self.host,
+            "-p",
+            str(self.port if self.port else -1),
+            "-js",
+            "-sd",
+            str(self.state_dir / "jetstream"),
+            "--ports_file_dir",
+            str(ports_dir),
+            "-l",
+            str(log_path),
+        ]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
         )

@@ -65,8 +65,12 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     section: ClassVar[str] = "common"
 
-    nats_url: str = _common("OCELLUS_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-    node_name: str = _common("OCELLUS_NODE_NAME", socket.gethostname(), "this node's name in subjects and events")
+    nats_url: str = _common(
+        "OCELLUS_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"
+    )
+    node_name: str = _common(
+        "OCELLUS_NODE_NAME", socket.gethostname(), "this node's name in subjects and events"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _common(
         "OCELLUS_LOG_LEVEL", "info", "log level"
     )

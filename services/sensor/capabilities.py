@@ -22,7 +22,7 @@ _libc = ct.CDLL(None, use_errno=True)
 
 
 class _MapCreate(ct.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("map_type", ct.c_uint32),
         ("key_size", ct.c_uint32),
         ("value_size", ct.c_uint32),
@@ -33,7 +33,7 @@ class _MapCreate(ct.Structure):
 
 
 class _ProgLoad(ct.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("prog_type", ct.c_uint32),
         ("insn_cnt", ct.c_uint32),
         ("insns", ct.c_uint64),

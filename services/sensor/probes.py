@@ -20,8 +20,17 @@ class ProbeError(OcellusError):
 class ProcessProbes:
     """bpf/process.bpf.c loaded with BCC; tracepoints attach on load."""
 
-    def __init__(self, *, ringbuf_pages: int, args_max: int, arg_max: int, argc_max: int,
-                 procs_max: int, wakeup_every: int, bpf_dir: Path = BPF_DIR) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        ringbuf_pages: int,
+        args_max: int,
+        arg_max: int,
+        argc_max: int,
+        procs_max: int,
+        wakeup_every: int,
+        bpf_dir: Path = BPF_DIR,
+    ) -> None:
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ProbeError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
         if args_max & (args_max - 1) or not 0 < arg_max <= args_max:
@@ -68,8 +77,12 @@ class ProcessProbes:
             key = procs.Key(int(entry.name))
             leaf = procs.Leaf()
             leaf.ppid = ppid
-            if libbcc.lib.bpf_update_elem(procs.map_fd, ct.byref(key), ct.byref(leaf),
-                                          _BPF_NOEXIST) == 0:  # fmt: skip
+            if (
+                libbcc.lib.bpf_update_elem(
+                    procs.map_fd, ct.byref(key), ct.byref(leaf), _BPF_NOEXIST
+                )
+                == 0
+            ):
                 seeded += 1
         return seeded
 

@@ -16,7 +16,7 @@ COMM_LEN = 16
 
 
 class Header(ct.Structure):
-    _fields_ = [  # noqa: RUF012  (ctypes requires a class attribute)
+    _fields_ = [
         ("op", ct.c_uint8),
         ("version", ct.c_uint8),
         ("flags", ct.c_uint16),
@@ -32,7 +32,7 @@ class Header(ct.Structure):
 
 
 class ExecFixed(ct.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("hdr", Header),
         ("args_len", ct.c_uint16),
         ("filename_len", ct.c_uint16),
@@ -42,7 +42,7 @@ class ExecFixed(ct.Structure):
 
 
 class Exit(ct.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("hdr", Header),
         ("exit_code", ct.c_uint32),
         ("signal", ct.c_uint32),
@@ -50,7 +50,7 @@ class Exit(ct.Structure):
 
 
 class Clone(ct.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("hdr", Header),
         ("parent_tid", ct.c_uint32),
         ("_pad", ct.c_uint32),

@@ -27,8 +27,9 @@ from services.sensor.settings import Settings
 log = get_logger("ocellus.sensor")
 
 
-async def run(settings: Settings, *, nc: NATS | None = None,
-              stop: asyncio.Event | None = None) -> None:  # fmt: skip
+async def run(
+    settings: Settings, *, nc: NATS | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); ``nc`` is injectable for tests."""
     stop = stop or stop_on_signals()
     started = time.monotonic()
@@ -39,33 +40,45 @@ async def run(settings: Settings, *, nc: NATS | None = None,
     own_nc = nc is None
     if nc is None:
         nc = await bus.connect(
-            settings.nats_url, name=f"ocellus-sensor-{settings.node_name}",
+            settings.nats_url,
+            name=f"ocellus-sensor-{settings.node_name}",
             timeout=settings.nats_connect_timeout,
-        )  # fmt: skip
+        )
 
     probes = ProcessProbes(
-        ringbuf_pages=settings.ringbuf_pages, args_max=settings.args_max,
-        arg_max=settings.arg_max, argc_max=settings.argc_max,
-        procs_max=settings.procs_max, wakeup_every=settings.wakeup_every,
-    )  # fmt: skip
+        ringbuf_pages=settings.ringbuf_pages,
+        args_max=settings.args_max,
+        arg_max=settings.arg_max,
+        argc_max=settings.argc_max,
+        procs_max=settings.procs_max,
+        wakeup_every=settings.wakeup_every,
+    )
     try:
         await asyncio.to_thread(probes.load)  # clang takes a second or two
         seeded = probes.seed_parents()
         publisher = RawPublisher(
-            nc, settings.node_name, queue_max=settings.queue_max,
+            nc,
+            settings.node_name,
+            queue_max=settings.queue_max,
             max_bytes=settings.publish_max_bytes,
-        )  # fmt: skip
+        )
         reader = RingBufferReader(
-            probes.ringbuf_fd, publisher.deliver_threadsafe,
-            interval_ms=settings.drain_interval_ms, batch_max=settings.batch_max,
-        )  # fmt: skip
+            probes.ringbuf_fd,
+            publisher.deliver_threadsafe,
+            interval_ms=settings.drain_interval_ms,
+            batch_max=settings.batch_max,
+        )
         reader.start()
         publishing = asyncio.create_task(publisher.run(), name="publish")
         reporting = asyncio.create_task(
             _report(nc, settings, probes, publisher, caps, started), name="status"
         )
-        log.info("sensor running", node=settings.node_name, seeded_processes=seeded,
-                 start_seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        log.info(
+            "sensor running",
+            node=settings.node_name,
+            seeded_processes=seeded,
+            start_seconds=round(time.monotonic() - started, 3),
+        )
         await stop.wait()
 
         log.info("sensor stopping")
@@ -89,27 +102,46 @@ async def run(settings: Settings, *, nc: NATS | None = None,
 
 def _counters(probes: ProcessProbes, publisher: RawPublisher) -> dict[str, int]:
     kernel = probes.kernel_counters() if probes.bpf is not None else {}
-    return {**{f"kernel_{k}": v for k, v in kernel.items()}, **publisher.counters,
-            "queued": publisher.queued}  # fmt: skip
+    return {
+        **{f"kernel_{k}": v for k, v in kernel.items()},
+        **publisher.counters,
+        "queued": publisher.queued,
+    }
 
 
-async def _publish_status(nc: NATS, settings: Settings, probes: ProcessProbes,
-                          publisher: RawPublisher, caps: dict[str, str],
-                          started: float) -> dict[str, Any]:  # fmt: skip
+async def _publish_status(
+    nc: NATS,
+    settings: Settings,
+    probes: ProcessProbes,
+    publisher: RawPublisher,
+    caps: dict[str, str],
+    started: float,
+) -> dict[str, Any]:
     counters = _counters(probes, publisher)
     await nc.publish(
         subjects.status("sensor", settings.node_name),
-        codec.pack({
-            "service": "sensor", "node": settings.node_name, "time": time.time_ns(),
-            "uptime": round(time.monotonic() - started, 3),
-            "counters": counters, "capabilities": caps,
-        }),
-    )  # fmt: skip
+        codec.pack(
+            {
+                "service": "sensor",
+                "node": settings.node_name,
+                "time": time.time_ns(),
+                "uptime": round(time.monotonic() - started, 3),
+                "counters": counters,
+                "capabilities": caps,
+            }
+        ),
+    )
     return counters
 
 
-async def _report(nc: NATS, settings: Settings, probes: ProcessProbes,
-                  publisher: RawPublisher, caps: dict[str, str], started: float) -> None:  # fmt: skip
+async def _report(
+    nc: NATS,
+    settings: Settings,
+    probes: ProcessProbes,
+    publisher: RawPublisher,
+    caps: dict[str, str],
+    started: float,
+) -> None:
     """Heartbeat on ocellus.status.sensor.<node>, and a rate-limited log of losses."""
     warn = RateLimitedLog(10.0)
     last_lost = 0
@@ -119,8 +151,9 @@ async def _report(nc: NATS, settings: Settings, probes: ProcessProbes,
         lost = counters.get("kernel_ringbuf_full", 0) + counters.get("queue_dropped", 0)
         if lost > last_lost and warn.ready():
             log.warning(
-                "events lost", since_last=lost - last_lost,
+                "events lost",
+                since_last=lost - last_lost,
                 ringbuf_full=counters.get("kernel_ringbuf_full", 0),
                 queue_dropped=counters.get("queue_dropped", 0),
-            )  # fmt: skip
+            )
             last_lost = lost

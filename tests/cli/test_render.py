@@ -1,0 +1,71 @@
+"""Compact lines and raw-record views."""
+
+from __future__ import annotations
+
+from schemas.events import Container, GetEventsResponse, Pod, Process, ProcessExec, ProcessExit
+from services.cli.rawview import RawView
+from services.cli.render import compact
+
+NODE = "node-1"
+T = 1_700_000_000_000_000_000
+
+
+def _exec(process: Process) -> GetEventsResponse:
+    return GetEventsResponse(process_exec=ProcessExec(process=process), node_name=NODE, time=T)
+
+
+def test_compact_exec_on_host_uses_node_name() -> None:
+    """A host process is shown with the node name."""
+    line = compact(_exec(Process(pid=1, binary="/bin/ls", arguments="-l /tmp")))
+    assert line == "🚀 process node-1 /bin/ls -l /tmp"
+
+
+def test_compact_exec_in_pod_and_container() -> None:
+    """A pod shows namespace/name; a plain container shows its name."""
+    pod = Pod(namespace="web", name="api-1")
+    assert (
+        compact(_exec(Process(pid=1, binary="/bin/sh", pod=pod))) == "🚀 process web/api-1 /bin/sh"
+    )
+    plain = Pod(container=Container(name="redis"))
+    assert compact(_exec(Process(pid=1, binary="/x", pod=plain))) == "🚀 process redis /x"
+
+
+def test_compact_exit_shows_signal_or_status() -> None:
+    """Exit lines end with the signal name, else the exit status."""
+    p = Process(pid=1, binary="/bin/sleep", arguments="30")
+    killed = GetEventsResponse(
+        process_exit=ProcessExit(process=p, signal="SIGKILL"), node_name=NODE, time=T
+    )
+    assert compact(killed) == "💥 exit    node-1 /bin/sleep 30 SIGKILL"
+    failed = GetEventsResponse(
+        process_exit=ProcessExit(process=p, status=2), node_name=NODE, time=T
+    )
+    assert compact(failed) == "💥 exit    node-1 /bin/sleep 30 2"
+
+
+def test_raw_view_links_exit_to_exec_and_quotes_arguments() -> None:
+    """An exit borrows its exec's binary and arguments; odd arguments are quoted."""
+    base = {"tid": 5, "ppid": 1, "uid": 0, "gid": 0, "cgroup_id": 1, "comm": "sh", "flags": 0}
+    view = RawView()
+    [ex] = view.events(
+        {
+            "node": NODE,
+            "boot_ns": T,
+            "type": "process_exec",
+            "records": [
+                {**base, "ktime": 10, "pid": 5, "binary": "/bin/sh", "argv": ["sh", "a b", "", "c"]}
+            ],
+        }
+    )
+    [ez] = view.events(
+        {
+            "node": NODE,
+            "boot_ns": T,
+            "type": "process_exit",
+            "records": [{**base, "ktime": 20, "pid": 5, "exit_code": 0, "signal": 9}],
+        }
+    )
+    assert compact(ex) == "🚀 process node-1 /bin/sh 'a b' '' c"
+    assert compact(ez) == "💥 exit    node-1 /bin/sh 'a b' '' c SIGKILL"
+    assert ex.time == T + 10
+    assert ex.process_exec.process.exec_id == ez.process_exit.process.exec_id

@@ -1,0 +1,178 @@
+"""`ocellus up`, `ocellus events` and the sensor as people run them: real
+processes, real NATS, real BPF."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from schemas.events import GetEventsResponse
+from tests.conftest import REPO, ServiceProcess, require_root
+
+OCELLUS = str(Path(sys.executable).parent / "ocellus")
+
+
+class LineReader:
+    """Reads a child's stdout lines without blocking past a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._sel = selectors.DefaultSelector()
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        self._sel.register(proc.stdout, selectors.EVENT_READ)
+        self._buf = b""
+
+    def wait_for(self, text: str, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if text in line:
+                    return line
+            for _ in self._sel.select(timeout=0.05):
+                chunk = self.proc.stdout.read()  # type: ignore[union-attr]
+                if chunk:
+                    self._buf += chunk
+                    *done, self._buf = self._buf.split(b"\n")
+                    self.lines.extend(d.decode() for d in done)
+        return None
+
+
+def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / "up.log"
+    env = {
+        **os.environ,
+        "OCELLUS_NATS_PORT": "0",
+        "OCELLUS_LOG_FORMAT": "json",
+        "OCELLUS_NODE_NAME": "up-test",
+    }
+    env.pop("OCELLUS_NATS_URL", None)
+    proc = subprocess.Popen(
+        [OCELLUS, "up", "--state-dir", str(tmp_path / "state"), *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        stdin=subprocess.DEVNULL,
+    )
+    return proc, log
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while '"sensor running"' not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"ocellus up not ready (rc={proc.poll()}):\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+@pytest.mark.bpf
+def test_up_prints_a_command_run_after_it_started(tmp_path: Path) -> None:
+    """`ocellus up` shows a live compact line for a command run after start."""
+    require_root()
+    proc, log = _start_up(tmp_path)
+    try:
+        _wait_ready(proc, log)
+        reader = LineReader(proc)
+        tag = f"up-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["/bin/echo", tag, "two words"], check=True, stdout=subprocess.DEVNULL)
+        line = reader.wait_for(tag, timeout=10)
+        assert line == f"🚀 process up-test /bin/echo {tag} 'two words'", reader.lines
+        exit_line = reader.wait_for("💥 exit", timeout=10)
+        assert exit_line is not None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.bpf
+def test_up_json_lines_are_tetragon_events(tmp_path: Path) -> None:
+    """`ocellus up -o json` prints one Tetragon-shaped JSON object per line."""
+    require_root()
+    proc, log = _start_up(tmp_path, "-o", "json")
+    try:
+        _wait_ready(proc, log)
+        reader = LineReader(proc)
+        tag = f"json-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["/bin/true", tag], check=True)
+        line = reader.wait_for(tag, timeout=10)
+        assert line is not None
+        event = GetEventsResponse.from_json_dict(json.loads(line))
+        assert event.process_exec is not None
+        assert event.process_exec.process.binary == "/bin/true"
+        assert event.process_exec.process.arguments == tag
+        assert event.node_name == "up-test"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.bpf
+def test_sigterm_stops_up_and_every_service_with_0_within_5s(tmp_path: Path) -> None:
+    """SIGTERM to `ocellus up` stops the sensor and NATS in order; all exit 0 in 5 s."""
+    require_root()
+    proc, log = _start_up(tmp_path)
+    _wait_ready(proc, log)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"ocellus up still running 5 s after SIGTERM:\n{log.read_text()}")
+    assert time.monotonic() - started < 5
+    assert rc == 0, log.read_text()
+    down = [json.loads(x) for x in log.read_text().splitlines() if '"ocellus down"' in x]
+    assert down and down[0]["returncodes"] == {"sensor": 0}
+
+
+@pytest.mark.bpf
+def test_sigterm_stops_the_sensor_with_0_within_5s(module_nats_url: str, tmp_path: Path) -> None:
+    """The sensor alone: SIGTERM → detach, drain, exit 0 within 5 s."""
+    require_root()
+    service = ServiceProcess(
+        "sensor", {"OCELLUS_NATS_URL": module_nats_url}, tmp_path / "sensor.log"
+    )
+    service.wait_for_log('"sensor running"')
+    started = time.monotonic()
+    service.proc.send_signal(signal.SIGTERM)
+    rc = service.proc.wait(5)
+    assert time.monotonic() - started < 5
+    assert rc == 0, service.log()
+    assert '"sensor stopped"' in service.log()
+
+
+def test_unreachable_nats_is_a_clear_error(tmp_path: Path) -> None:
+    """`ocellus events` against a closed port fails fast, naming the URL."""
+    env = {**os.environ, "OCELLUS_NATS_CONNECT_TIMEOUT": "1", "OCELLUS_LOG_FORMAT": "json"}
+    done = subprocess.run(
+        [OCELLUS, "events", "--nats-url", "nats://127.0.0.1:9"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "cannot reach NATS at nats://127.0.0.1:9" in done.stderr
+
+
+def test_invalid_settings_are_refused(tmp_path: Path) -> None:
+    """A bad OCELLUS_* value stops the command with the setting's name."""
+    env = {**os.environ, "OCELLUS_NATS_CONNECT_TIMEOUT": "soon"}
+    done = subprocess.run(
+        [OCELLUS, "events"], env=env, cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "nats_connect_timeout" in done.stderr

@@ -1,0 +1,66 @@
+"""The C/Python boundary: bpf/lib/events.h as the C compiler lays it out must
+match the ctypes mirrors and enum values the sensor decodes with."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from schemas.raw import KernelStat, Op, RecordFlag
+from services.sensor import records
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+
+STRUCTS = {
+    "ocellus_header": records.Header,
+    "ocellus_exec_fixed": records.ExecFixed,
+    "ocellus_exit": records.Exit,
+    "ocellus_clone": records.Clone,
+}
+CONSTANTS = {
+    "OCELLUS_RECORD_VERSION": records.RECORD_VERSION,
+    "OCELLUS_COMM_LEN": records.COMM_LEN,
+    **{f"OCELLUS_OP_{op.name}": op.value for op in Op},
+    **{f"OCELLUS_F_{flag.name}": flag.value for flag in RecordFlag},
+    **{f"OCELLUS_STAT_{stat.name}": stat.value for stat in KernelStat},
+    "OCELLUS_STAT_MAX": len(KernelStat),
+}
+
+
+def _c_layout(tmp_path: Path) -> dict[str, int]:
+    """Compile a program that prints sizeof/offsetof of every field, and run it."""
+    lines = [
+        "#include <stdio.h>",
+        "#include <stddef.h>",
+        '#include "lib/events.h"',
+        "int main(void) {",
+    ]
+    for cname, pystruct in STRUCTS.items():
+        lines.append(f'printf("{cname} %zu\\n", sizeof(struct {cname}));')
+        for fname, _ in pystruct._fields_:
+            lines.append(f'printf("{cname}.{fname} %zu\\n", offsetof(struct {cname}, {fname}));')
+    for const in CONSTANTS:
+        lines.append(f'printf("{const} %lld\\n", (long long){const});')
+    lines.append("return 0; }")
+    src = tmp_path / "layout.c"
+    src.write_text("\n".join(lines))
+    exe = tmp_path / "layout"
+    cc = shutil.which("cc") or pytest.fail("a C compiler (cc) is needed for the layout check")
+    subprocess.run([cc, f"-I{BPF_DIR}", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+
+
+def test_layout_matches_the_c_header(tmp_path: Path) -> None:
+    """Every struct size, field offset and constant agrees between C and Python."""
+    c = _c_layout(tmp_path)
+    for cname, pystruct in STRUCTS.items():
+        assert c[cname] == ct.sizeof(pystruct), cname
+        for fname, _ in pystruct._fields_:
+            assert c[f"{cname}.{fname}"] == getattr(pystruct, fname).offset, f"{cname}.{fname}"
+    for const, value in CONSTANTS.items():
+        assert c[const] == value, const
