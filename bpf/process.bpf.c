@@ -55,10 +55,20 @@ struct proc_state {
 	__u8  _pad;
 };
 
+#ifndef OCELLUS_CGROUP_PATH_MAX
+#define OCELLUS_CGROUP_PATH_MAX 512        /* power of two */
+#endif
+
+struct cgroup_record {
+	struct ocellus_cgroup fixed;
+	char path[OCELLUS_CGROUP_PATH_MAX];
+};
+
 BPF_RINGBUF_OUTPUT(events, OCELLUS_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(stats, __u64, OCELLUS_STAT_MAX);
 BPF_PERCPU_ARRAY(since_wakeup, __u32, 1);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_record, 1);
+BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_record, 1);
 /* argv read at sys_enter_execve, by tid, until sched_process_exec. LRU so a
  * failed execve leaves nothing behind for long. */
 BPF_TABLE("lru_hash", __u32, struct exec_record, exec_pending, 1024);
@@ -356,4 +366,42 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	}
 	emit(&rec, sizeof(rec));
 	return 0;
+}
+
+/* cgroup v2 (hierarchy 0) only: the enricher maps cgroup ids to containers. */
+static __always_inline int emit_cgroup(__u8 op, int root, int level, __u64 id,
+				       unsigned short path_loc, void *args)
+{
+	__u32 zero = 0;
+	struct cgroup_record *rec;
+
+	if (root != 0)
+		return 0;
+	rec = cgroup_scratch.lookup(&zero);
+	if (!rec)
+		return 0;
+	fill_header(&rec->fixed.hdr, op);
+	rec->fixed.hdr.flags = 0;
+	rec->fixed.hdr.ppid = 0;
+	rec->fixed.id = id;
+	rec->fixed.level = level;
+	long n = bpf_probe_read_kernel_str(rec->path, sizeof(rec->path), (char *)args + path_loc);
+	__u32 len = (n > 0 ? n - 1 : 0) & (OCELLUS_CGROUP_PATH_MAX - 1);
+	if (n >= OCELLUS_CGROUP_PATH_MAX)
+		rec->fixed.hdr.flags |= OCELLUS_F_FILENAME_TRUNCATED;
+	rec->fixed.path_len = len;
+	emit(rec, sizeof(rec->fixed) + len);
+	return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+	return emit_cgroup(OCELLUS_OP_CGROUP_MKDIR, args->root, args->level, args->id,
+			   args->data_loc_path & 0xFFFF, args);
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+	return emit_cgroup(OCELLUS_OP_CGROUP_RMDIR, args->root, args->level, args->id,
+			   args->data_loc_path & 0xFFFF, args);
 }

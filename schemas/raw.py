@@ -26,6 +26,8 @@ class Op(enum.IntEnum):
     EXEC = 1
     EXIT = 2
     CLONE = 3
+    CGROUP_MKDIR = 4
+    CGROUP_RMDIR = 5
 
 
 class RecordFlag(enum.IntFlag):
@@ -80,13 +82,23 @@ class RawClone(_Record):
     clone_flags: U64
 
 
+class RawCgroup(_Record):
+    """A cgroup v2 directory made (cgroup_mkdir) or removed (cgroup_rmdir)."""
+
+    id: U64  # the cgroup's id (its inode); the header's cgroup_id is the caller's
+    level: U32
+    path: Text  # relative to the cgroup2 root, e.g. "/docker/<id>"
+
+
 RECORD_TYPES: dict[str, type[_Record]] = {
     subjects.PROCESS_EXEC: RawExec,
     subjects.PROCESS_EXIT: RawExit,
     subjects.PROCESS_CLONE: RawClone,
+    subjects.CGROUP_MKDIR: RawCgroup,
+    subjects.CGROUP_RMDIR: RawCgroup,
 }
 
-RawRecord = RawExec | RawExit | RawClone
+RawRecord = RawExec | RawExit | RawClone | RawCgroup
 
 
 class RawBatch(BaseModel):
@@ -96,7 +108,7 @@ class RawBatch(BaseModel):
 
     v: Literal[1] = 1
     node: Annotated[str, Field(min_length=1, max_length=253)]
-    type: Literal["process_exec", "process_exit", "process_clone"]
+    type: Literal["process_exec", "process_exit", "process_clone", "cgroup_mkdir", "cgroup_rmdir"]
     # Wall-clock nanoseconds at boot, when the batch was sent: ktime + boot_ns
     # is the event's wall time.
     boot_ns: U64

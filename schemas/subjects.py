@@ -10,6 +10,8 @@ POLICY_BUCKET = "ocellus_policies"
 PROCESS_EXEC = "process_exec"
 PROCESS_EXIT = "process_exit"
 PROCESS_CLONE = "process_clone"
+CGROUP_MKDIR = "cgroup_mkdir"
+CGROUP_RMDIR = "cgroup_rmdir"
 
 
 def node_token(node: str) -> str:

@@ -15,6 +15,8 @@ enum ocellus_op {            /* values are wire format: never renumber, never re
 	OCELLUS_OP_EXEC = 1,
 	OCELLUS_OP_EXIT = 2,
 	OCELLUS_OP_CLONE = 3,
+	OCELLUS_OP_CGROUP_MKDIR = 4,
+	OCELLUS_OP_CGROUP_RMDIR = 5,
 };
 
 /* hdr.flags: why a field is missing or cut short. Never reuse a bit. */
@@ -72,6 +74,16 @@ struct ocellus_clone {
 	__u32 parent_tid;           /* the thread that called clone */
 	__u32 _pad;
 	__u64 clone_flags;
+};
+
+/* A cgroup v2 directory appeared or went away (containers start and stop).
+ * Followed by path_len bytes of path, relative to the cgroup2 root. */
+struct ocellus_cgroup {
+	struct ocellus_header hdr;  /* the task that made or removed it */
+	__u64 id;                   /* the cgroup's id: its inode, as cgroup_id reports it */
+	__u32 level;
+	__u16 path_len;
+	__u16 _pad;
 };
 
 #endif /* OCELLUS_EVENTS_H */

@@ -21,7 +21,15 @@ from services.sensor.records import RecordError, decode
 
 log = get_logger("ocellus.sensor.publisher")
 
-PUBLISH_ORDER = (subjects.PROCESS_CLONE, subjects.PROCESS_EXEC, subjects.PROCESS_EXIT)
+# Causal order within a batch: a container's cgroup exists before its
+# processes run in it, and is removed after they are gone.
+PUBLISH_ORDER = (
+    subjects.CGROUP_MKDIR,
+    subjects.PROCESS_CLONE,
+    subjects.PROCESS_EXEC,
+    subjects.PROCESS_EXIT,
+    subjects.CGROUP_RMDIR,
+)
 
 
 def boot_time_ns() -> int:
@@ -74,7 +82,7 @@ class RawPublisher:
             await self._publish(batch)
 
     async def _publish(self, batch: list[bytes]) -> None:
-        # Types go out in causal order (clone, exec, exit): NATS keeps a
+        # Types go out in causal order (PUBLISH_ORDER): NATS keeps a
         # connection's order, so a consumer sees a process's exec before its
         # exit even though they travel on different subjects.
         by_type: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in PUBLISH_ORDER}

@@ -58,6 +58,16 @@ class Clone(ct.Structure):
     ]
 
 
+class Cgroup(ct.Structure):
+    _fields_ = [
+        ("hdr", Header),
+        ("id", ct.c_uint64),
+        ("level", ct.c_uint32),
+        ("path_len", ct.c_uint16),
+        ("_pad", ct.c_uint16),
+    ]
+
+
 class RecordError(ValueError):
     """A ring-buffer record the sensor cannot decode (a C/Python mismatch)."""
 
@@ -115,10 +125,24 @@ def decode_clone(data: bytes) -> dict[str, Any]:
     return rec
 
 
+_CGROUP_FIXED = ct.sizeof(Cgroup)
+
+
+def decode_cgroup(data: bytes) -> dict[str, Any]:
+    ev = Cgroup.from_buffer_copy(data, 0)
+    rec = _header(ev.hdr)
+    rec["id"] = ev.id
+    rec["level"] = ev.level
+    rec["path"] = _text(data[_CGROUP_FIXED : _CGROUP_FIXED + ev.path_len])
+    return rec
+
+
 DECODERS: dict[int, tuple[str, int, Callable[[bytes], dict[str, Any]]]] = {
     Op.EXEC: (subjects.PROCESS_EXEC, _EXEC_FIXED, decode_exec),
     Op.EXIT: (subjects.PROCESS_EXIT, ct.sizeof(Exit), decode_exit),
     Op.CLONE: (subjects.PROCESS_CLONE, ct.sizeof(Clone), decode_clone),
+    Op.CGROUP_MKDIR: (subjects.CGROUP_MKDIR, _CGROUP_FIXED, decode_cgroup),
+    Op.CGROUP_RMDIR: (subjects.CGROUP_RMDIR, _CGROUP_FIXED, decode_cgroup),
 }
 
 

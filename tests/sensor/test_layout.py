@@ -20,6 +20,7 @@ STRUCTS = {
     "ocellus_exec_fixed": records.ExecFixed,
     "ocellus_exit": records.Exit,
     "ocellus_clone": records.Clone,
+    "ocellus_cgroup": records.Cgroup,
 }
 CONSTANTS = {
     "OCELLUS_RECORD_VERSION": records.RECORD_VERSION,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,20 @@ async def test_batches_are_valid_raw_batches(raw) -> None:
     for batch in raw.batches:
         assert batch["node"] == "test.node"
         RawBatch.model_validate(batch).parsed()
+
+
+async def test_cgroup_mkdir_and_rmdir_are_reported(raw, tmp_path) -> None:
+    """A cgroup v2 directory made and removed yields records with its id (inode) and path."""
+    from services.sensor.mounts import mounted_types
+
+    root = next(m for m, t in mounted_types().items() if t == "cgroup2")
+    name = marker()
+    path = Path(root) / name
+    path.mkdir()
+    inode = path.stat().st_ino
+    path.rmdir()
+    [made] = await raw.wait_for("cgroup_mkdir", lambda r: r["path"] == f"/{name}")
+    [gone] = await raw.wait_for("cgroup_rmdir", lambda r: r["path"] == f"/{name}")
+    assert made["id"] == gone["id"] == inode
+    assert made["level"] == 1
+    assert made["pid"] == os.getpid()
