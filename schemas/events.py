@@ -179,6 +179,10 @@ class ProtoMessage(BaseModel):
     # strict: no silent coercion ("1" -> 1, True -> 1); protobuf-JSON parsers reject those too.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """The protobuf-JSON object: proto names, defaults and unset fields absent."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
 
 class Image(ProtoMessage):
     id: str = ""
@@ -346,10 +350,6 @@ class GetEventsResponse(ProtoMessage):
         if len(present) != 1:
             raise ValueError(f"exactly one of {', '.join(EVENT_KINDS)} must be set, got {present}")
         return self
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """The protobuf-JSON object: proto names, defaults and unset fields absent."""
-        return self.model_dump(mode="json", exclude_defaults=True)
 
     def to_json_line(self) -> str:
         """``to_json_dict()`` as compact JSON, without the trailing newline."""

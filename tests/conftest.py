@@ -20,6 +20,8 @@ from nats.aio.client import Client as NATS
 from schemas import codec
 from services.common.natsserver import EmbeddedNats
 
+pytest_plugins = ["tests.docker_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,38 +1,60 @@
-"""`ocellus events`: subscribe to the bus and print events, one per line."""
+"""`ocellus events`: print enriched events from the bus (or a JSON-lines
+file), one per line, filtered."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import ValidationError
 
 from schemas import codec, subjects
-from schemas.events import GetEventsResponse, event_type
-from services.cli.rawview import RawView
+from schemas.events import GetEventsResponse, Process, event_type
 from services.cli.render import compact
 from services.common.logging import get_logger
 
 log = get_logger("ocellus.events")
 
 
+def _process(resp: GetEventsResponse) -> Process | None:
+    kind = getattr(resp, event_type(resp))
+    return getattr(kind, "process", None)
+
+
 @dataclass(frozen=True)
 class EventFilter:
+    """All given conditions must hold (Tetragon's allow-list semantics)."""
+
     types: frozenset[str] = frozenset()
     binary: re.Pattern[str] | None = None
+    namespace: str | None = None
+    pod: re.Pattern[str] | None = None
+    container: str | None = None  # name, or a prefix of the id
 
     def accepts(self, resp: GetEventsResponse) -> bool:
         if self.types and event_type(resp) not in self.types:
             return False
-        if self.binary is not None:
-            kind = resp.process_exec or resp.process_exit
-            binary = kind.process.binary if kind is not None else ""
-            if not self.binary.search(binary):
+        process = _process(resp)
+        if self.binary is not None and not self.binary.search(process.binary if process else ""):
+            return False
+        pod = process.pod if process is not None else None
+        if self.namespace is not None and (pod is None or pod.namespace != self.namespace):
+            return False
+        if self.pod is not None and (pod is None or not self.pod.search(pod.name)):
+            return False
+        if self.container is not None:
+            c = pod.container if pod is not None else None
+            if c is None:
+                return False
+            bare_id = c.id.split("://", 1)[-1]
+            if c.name != self.container and not bare_id.startswith(self.container):
                 return False
         return True
 
@@ -52,26 +74,46 @@ class EventPrinter:
             self.out.write(line + "\n")
             self.out.flush()
 
+    def print_lines(self, lines: Iterable[str]) -> None:
+        """Events from a JSON-lines file (Tetragon's export format)."""
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                resp = GetEventsResponse.from_json_line(line)
+            except ValidationError as e:
+                self.malformed += 1
+                log.warning(
+                    "skipping line that is not an event", line=number, reason=str(e).splitlines()[0]
+                )
+                continue
+            self.print(resp)
 
-async def subscribe_raw(nc: NATS, printer: EventPrinter) -> Subscription:
-    """Print events built from the sensor's raw records."""
-    view = RawView()
+
+def decode_event(data: bytes) -> GetEventsResponse:
+    body = codec.unpack(data)
+    body.pop(codec.VERSION_KEY)
+    return GetEventsResponse.from_json_dict(body)
+
+
+async def subscribe_events(nc: NATS, printer: EventPrinter) -> Subscription:
+    """Print enriched events as they are published."""
 
     async def on_message(msg: Msg) -> None:
         try:
-            batch = codec.unpack(msg.data)
-            events = view.events(batch)
-        except (codec.DecodeError, KeyError, TypeError, ValueError) as e:
+            resp = decode_event(msg.data)
+        except (codec.DecodeError, ValidationError) as e:
             printer.malformed += 1
-            log.warning("skipping malformed message", subject=msg.subject, reason=str(e))
+            log.warning(
+                "skipping malformed event", subject=msg.subject, reason=str(e).splitlines()[0]
+            )
             return
-        for resp in events:
-            printer.print(resp)
+        printer.print(resp)
 
-    return await nc.subscribe(subjects.raw_all(), cb=on_message)
+    return await nc.subscribe(subjects.events_all(), cb=on_message)
 
 
 async def run_events(nc: NATS, printer: EventPrinter, stop: asyncio.Event) -> None:
-    sub = await subscribe_raw(nc, printer)
+    sub = await subscribe_events(nc, printer)
     await stop.wait()
     await sub.unsubscribe()

@@ -40,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
         help="process_exec, process_exit (repeatable)",
     )
     events.add_argument("--binary", help="regular expression the binary must match")
+    events.add_argument("--namespace", help="Kubernetes namespace")
+    events.add_argument("--pod", help="regular expression the pod name must match")
+    events.add_argument("--container", help="container name or id prefix")
+    events.add_argument(
+        "--file",
+        metavar="PATH",
+        help="read JSON-lines events from PATH ('-': stdin) instead of the bus",
+    )
 
     sub.add_parser("sensor", parents=[common], help="run the sensor (root)")
     return parser
@@ -73,19 +81,40 @@ def main(argv: list[str] | None = None) -> int:
             url = settings.nats_url if "nats_url" in settings.model_fields_set else None
             return asyncio.run(run_up(settings, nats_url=url))
         if args.command == "events":
-            binary = re.compile(args.binary) if args.binary else None
-            printer = EventPrinter(
-                output=settings.output,
-                event_filter=EventFilter(types=frozenset(args.type), binary=binary),
-            )
+            printer = EventPrinter(output=settings.output, event_filter=_filter(args))
+            if args.file is not None:
+                return _events_from_file(args.file, printer)
             return asyncio.run(_events(settings, printer))
     except OcellusError as e:
         log.error(f"ocellus {args.command} failed", reason=str(e))
         return 1
     except re.error as e:
-        print(f"ocellus: --binary: {e}", file=sys.stderr)
+        print(f"ocellus: bad regular expression: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+def _filter(args: argparse.Namespace) -> EventFilter:
+    return EventFilter(
+        types=frozenset(args.type),
+        binary=re.compile(args.binary) if args.binary else None,
+        namespace=args.namespace,
+        pod=re.compile(args.pod) if args.pod else None,
+        container=args.container,
+    )
+
+
+def _events_from_file(path: str, printer: EventPrinter) -> int:
+    if path == "-":
+        printer.print_lines(sys.stdin)
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:  # noqa: PTH123 (a plain file read)
+                printer.print_lines(f)
+        except OSError as e:
+            print(f"ocellus: {path}: {e.strerror}", file=sys.stderr)
+            return 1
+    return 1 if printer.malformed else 0
 
 
 async def _events(settings: Settings, printer: EventPrinter) -> int:

@@ -29,4 +29,5 @@ class Settings(ServiceSettings):
     nats_port: int = Field(
         4222, ge=0, le=65535, description="port of the embedded NATS (`up`); 0 picks one"
     )
+    start_timeout: float = Field(60.0, gt=0, description="seconds a service gets to report ready")
     stop_timeout: float = Field(5.0, gt=0, description="seconds services get to exit on stop")

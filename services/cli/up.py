@@ -8,17 +8,28 @@ import contextlib
 import os
 import sys
 
-from services.cli.events import EventPrinter, subscribe_raw
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from schemas import subjects
+from services.cli.events import EventPrinter, subscribe_events
 from services.cli.settings import Settings
 from services.common import bus
+from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import get_logger
 from services.common.natsserver import EmbeddedNats, NatsServerError, die_with_parent
 
 log = get_logger("ocellus.up")
 
-# Services that exist, in start order (stopped in reverse).
-SERVICES = ("sensor",)
+
+class ServiceStartError(OcellusError):
+    """A service exited or did not report ready in time."""
+
+
+# Services that exist, in start order (stopped in reverse): consumers first,
+# so nothing the sensor publishes at start is missed.
+SERVICES = ("enricher", "sensor")
 
 
 async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
@@ -48,6 +59,31 @@ async def _spawn(service: str, url: str, settings: Settings) -> asyncio.subproce
     )
 
 
+async def _ready_signal(nc: NATS, service: str, node: str) -> asyncio.Future[None]:
+    """Resolved by the service's first status heartbeat: it is up and subscribed."""
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def on_status(_msg: Msg) -> None:
+        if not ready.done():
+            ready.set_result(None)
+        await sub.unsubscribe()
+
+    sub = await nc.subscribe(subjects.status(service, node), cb=on_status)
+    return ready
+
+
+async def _wait_ready(
+    service: str, proc: asyncio.subprocess.Process, ready: asyncio.Future[None], timeout: float
+) -> None:
+    exited: asyncio.Future[object] = asyncio.ensure_future(proc.wait())
+    waiting: set[asyncio.Future[object]] = {ready, exited}  # type: ignore[arg-type]  # Future is invariant
+    done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    exited.cancel()
+    if ready not in done:
+        why = f"exited with {proc.returncode}" if proc.returncode is not None else "timed out"
+        raise ServiceStartError(f"{service} did not start: {why} (see its log above)")
+
+
 async def _stop_child(name: str, proc: asyncio.subprocess.Process, timeout: float) -> int:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -73,9 +109,11 @@ async def run_up(settings: Settings, *, nats_url: str | None) -> int:
     try:
         nc = await bus.connect(nats_url, name="ocellus-up", timeout=settings.nats_connect_timeout)
         printer = EventPrinter(output=settings.output)
-        await subscribe_raw(nc, printer)
+        await subscribe_events(nc, printer)
         for service in SERVICES:
+            ready = await _ready_signal(nc, service, settings.node_name)
             children[service] = await _spawn(service, nats_url, settings)
+            await _wait_ready(service, children[service], ready, settings.start_timeout)
         log.info("ocellus up", nats=nats_url, services={n: p.pid for n, p in children.items()})
 
         waits = {asyncio.create_task(p.wait()): n for n, p in children.items()}

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from services.common.errors import OcellusError
+from services.common.hostfs import mounted_types
 
 _libc = ct.CDLL(None, use_errno=True)
 
@@ -20,16 +21,6 @@ class MountError(OcellusError):
         super().__init__(f"cannot mount {fstype} on {target}: {os.strerror(err)}")
         self.fstype = fstype
         self.target = target
-
-
-def mounted_types() -> dict[str, str]:
-    """Mount point → filesystem type, from /proc/self/mounts."""
-    result = {}
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3:
-            result[parts[1]] = parts[2]
-    return result
 
 
 def ensure_mounted(fstype: str, target: Path) -> bool:

@@ -9,13 +9,13 @@ event type and chunk to ``ocellus.raw.<node>.<type>``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter, deque
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from schemas import codec, subjects
+from services.common.hostfs import boot_time_ns
 from services.common.logging import get_logger
 from services.sensor.records import RecordError, decode
 
@@ -30,11 +30,6 @@ PUBLISH_ORDER = (
     subjects.PROCESS_EXIT,
     subjects.CGROUP_RMDIR,
 )
-
-
-def boot_time_ns() -> int:
-    """Wall-clock nanoseconds at boot: ktime (CLOCK_BOOTTIME) + this = wall time."""
-    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 class RawPublisher:

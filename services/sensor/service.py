@@ -145,8 +145,7 @@ async def _report(
     """Heartbeat on ocellus.status.sensor.<node>, and a rate-limited log of losses."""
     warn = RateLimitedLog(10.0)
     last_lost = 0
-    while True:
-        await asyncio.sleep(settings.status_interval)
+    while True:  # the first heartbeat, at once, also says "ready"
         counters = await _publish_status(nc, settings, probes, publisher, caps, started)
         lost = counters.get("kernel_ringbuf_full", 0) + counters.get("queue_dropped", 0)
         if lost > last_lost and warn.ready():
@@ -157,3 +156,4 @@ async def _report(
                 queue_dropped=counters.get("queue_dropped", 0),
             )
             last_lost = lost
+        await asyncio.sleep(settings.status_interval)

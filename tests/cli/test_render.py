@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from schemas.events import Container, GetEventsResponse, Pod, Process, ProcessExec, ProcessExit
-from services.cli.rawview import RawView
 from services.cli.render import compact
 
 NODE = "node-1"
@@ -41,31 +40,3 @@ def test_compact_exit_shows_signal_or_status() -> None:
         process_exit=ProcessExit(process=p, status=2), node_name=NODE, time=T
     )
     assert compact(failed) == "💥 exit    node-1 /bin/sleep 30 2"
-
-
-def test_raw_view_links_exit_to_exec_and_quotes_arguments() -> None:
-    """An exit borrows its exec's binary and arguments; odd arguments are quoted."""
-    base = {"tid": 5, "ppid": 1, "uid": 0, "gid": 0, "cgroup_id": 1, "comm": "sh", "flags": 0}
-    view = RawView()
-    [ex] = view.events(
-        {
-            "node": NODE,
-            "boot_ns": T,
-            "type": "process_exec",
-            "records": [
-                {**base, "ktime": 10, "pid": 5, "binary": "/bin/sh", "argv": ["sh", "a b", "", "c"]}
-            ],
-        }
-    )
-    [ez] = view.events(
-        {
-            "node": NODE,
-            "boot_ns": T,
-            "type": "process_exit",
-            "records": [{**base, "ktime": 20, "pid": 5, "exit_code": 0, "signal": 9}],
-        }
-    )
-    assert compact(ex) == "🚀 process node-1 /bin/sh 'a b' '' c"
-    assert compact(ez) == "💥 exit    node-1 /bin/sh 'a b' '' c SIGKILL"
-    assert ex.time == T + 10
-    assert ex.process_exec.process.exec_id == ez.process_exit.process.exec_id

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,29 +22,26 @@ OCELLUS = str(Path(sys.executable).parent / "ocellus")
 
 
 class LineReader:
-    """Reads a child's stdout lines without blocking past a deadline."""
+    """Reads a child's stdout lines on a thread, all the time: a pipe left full
+    would block the child's writes (and with them its event loop)."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
         self.lines: list[str] = []
-        self._sel = selectors.DefaultSelector()
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        self._sel.register(proc.stdout, selectors.EVENT_READ)
-        self._buf = b""
+        self._stdout = proc.stdout
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._stdout is not None
+        for raw in self._stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     def wait_for(self, text: str, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.lines:
+            for line in list(self.lines):
                 if text in line:
                     return line
-            for _ in self._sel.select(timeout=0.05):
-                chunk = self.proc.stdout.read()  # type: ignore[union-attr]
-                if chunk:
-                    self._buf += chunk
-                    *done, self._buf = self._buf.split(b"\n")
-                    self.lines.extend(d.decode() for d in done)
+            time.sleep(0.02)
         return None
 
 
@@ -70,7 +67,7 @@ def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path
 
 def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while '"sensor running"' not in log.read_text():
+    while '"sensor running"' not in log.read_text() or '"ocellus up"' not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"ocellus up not ready (rc={proc.poll()}):\n{log.read_text()}")
@@ -82,9 +79,9 @@ def test_up_prints_a_command_run_after_it_started(tmp_path: Path) -> None:
     """`ocellus up` shows a live compact line for a command run after start."""
     require_root()
     proc, log = _start_up(tmp_path)
+    reader = LineReader(proc)
     try:
         _wait_ready(proc, log)
-        reader = LineReader(proc)
         tag = f"up-{uuid.uuid4().hex[:8]}"
         subprocess.run(["/bin/echo", tag, "two words"], check=True, stdout=subprocess.DEVNULL)
         line = reader.wait_for(tag, timeout=10)
@@ -101,9 +98,9 @@ def test_up_json_lines_are_tetragon_events(tmp_path: Path) -> None:
     """`ocellus up -o json` prints one Tetragon-shaped JSON object per line."""
     require_root()
     proc, log = _start_up(tmp_path, "-o", "json")
+    reader = LineReader(proc)
     try:
         _wait_ready(proc, log)
-        reader = LineReader(proc)
         tag = f"json-{uuid.uuid4().hex[:8]}"
         subprocess.run(["/bin/true", tag], check=True)
         line = reader.wait_for(tag, timeout=10)
@@ -120,9 +117,10 @@ def test_up_json_lines_are_tetragon_events(tmp_path: Path) -> None:
 
 @pytest.mark.bpf
 def test_sigterm_stops_up_and_every_service_with_0_within_5s(tmp_path: Path) -> None:
-    """SIGTERM to `ocellus up` stops the sensor and NATS in order; all exit 0 in 5 s."""
+    """SIGTERM to `ocellus up` stops the services and NATS in order; all exit 0 in 5 s."""
     require_root()
     proc, log = _start_up(tmp_path)
+    LineReader(proc)
     _wait_ready(proc, log)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -134,7 +132,7 @@ def test_sigterm_stops_up_and_every_service_with_0_within_5s(tmp_path: Path) -> 
     assert time.monotonic() - started < 5
     assert rc == 0, log.read_text()
     down = [json.loads(x) for x in log.read_text().splitlines() if '"ocellus down"' in x]
-    assert down and down[0]["returncodes"] == {"sensor": 0}
+    assert down and down[0]["returncodes"] == {"sensor": 0, "enricher": 0}
 
 
 @pytest.mark.bpf

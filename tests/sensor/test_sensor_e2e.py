@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -185,11 +184,10 @@ async def test_batches_are_valid_raw_batches(raw) -> None:
 
 async def test_cgroup_mkdir_and_rmdir_are_reported(raw, tmp_path) -> None:
     """A cgroup v2 directory made and removed yields records with its id (inode) and path."""
-    from services.sensor.mounts import mounted_types
+    from services.common.hostfs import cgroup2_root
 
-    root = next(m for m, t in mounted_types().items() if t == "cgroup2")
     name = marker()
-    path = Path(root) / name
+    path = cgroup2_root() / name
     path.mkdir()
     inode = path.stat().st_ino
     path.rmdir()

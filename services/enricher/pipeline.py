@@ -1,0 +1,166 @@
+"""Raw batches in, Tetragon-shaped events out: validation at the trust
+boundary, the process cache, container context, out-of-order holding."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import codec, subjects
+from schemas.raw import RECORD_TYPES, RawBatch, RawExec, RawExit
+from services.common.lifecycle import RateLimitedLog
+from services.common.logging import get_logger
+from services.enricher.cache import ProcessCache
+from services.enricher.containers import ContainerResolver
+from services.enricher.context import ContainerContext, context_of
+from services.enricher.holding import Holding
+from services.enricher.procfs import read_cwd, read_nspid
+
+log = get_logger("ocellus.enricher")
+
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Pipeline:
+    def __init__(
+        self, cache: ProcessCache, resolver: ContainerResolver, holding: Holding, publish: Publish
+    ) -> None:
+        self.cache = cache
+        self.resolver = resolver
+        self.holding = holding
+        self._publish = publish
+        self._contexts: dict[tuple[Any, ...], ContainerContext] = {}
+        self.counters: Counter[str] = Counter()
+        self._warn = RateLimitedLog(5.0)
+
+    # -- input --------------------------------------------------------------
+    async def handle(self, subject: str, data: bytes) -> None:
+        """One NATS message of raw records; nothing in it can stop the next one."""
+        try:
+            batch = RawBatch.model_validate(codec.unpack(data))
+        except (codec.DecodeError, ValidationError) as e:
+            self._malformed("malformed_messages", subject, e)
+            return
+        model = RECORD_TYPES[batch.type]
+        for raw in batch.records:
+            try:
+                rec = model.model_validate(raw)
+            except ValidationError as e:
+                self._malformed("invalid_records", subject, e)
+                continue
+            self.counters["records"] += 1
+            await self._dispatch(batch.type, rec, batch.boot_ns)
+
+    def _malformed(self, counter: str, subject: str, e: Exception) -> None:
+        self.counters[counter] += 1
+        if self._warn.ready():
+            reason = str(e).splitlines()
+            log.warning(
+                "dropping malformed input",
+                kind=counter,
+                subject=subject,
+                reason=" ".join(reason[:3])[:300],
+                total=self.counters[counter],
+            )
+
+    async def _dispatch(self, kind: str, rec: Any, boot_ns: int) -> None:
+        if kind == subjects.PROCESS_EXEC:
+            await self._exec(rec, boot_ns)
+        elif kind == subjects.PROCESS_EXIT:
+            await self._exit(rec, boot_ns)
+        elif kind == subjects.PROCESS_CLONE:
+            self.cache.clone(rec, boot_ns)
+            await self._release_children_of(rec.pid)
+        elif kind == subjects.CGROUP_MKDIR:
+            self.resolver.cgroup_created(rec.id, rec.path)
+        else:
+            self.resolver.cgroup_removed(rec.id, rec.path)
+
+    # -- process events -------------------------------------------------------
+    async def _exec(self, rec: RawExec, boot_ns: int) -> None:
+        cwd = read_cwd(rec.pid)  # now, while the process may still be there
+        container = await self.container(rec.cgroup_id)
+        nspid = read_nspid(rec.pid) if container is not None else None
+        # Nothing known of the parent (not even through this process's clone):
+        # its records may still be on their way.
+        if (
+            self.cache.parent_of(rec.pid, rec.ppid) is None
+            and rec.ppid
+            and self.holding.hold_seconds > 0
+        ):
+            self.holding.hold_exec(rec, boot_ns, cwd, container, nspid)
+            self.counters["held_execs"] += 1
+            return
+        await self._emit_exec(rec, boot_ns, cwd, container, nspid)
+
+    async def _emit_exec(
+        self,
+        rec: RawExec,
+        boot_ns: int,
+        cwd: str | None,
+        container: ContainerContext | None,
+        nspid: int | None,
+    ) -> None:
+        event = self.cache.exec(rec, boot_ns, cwd, container, nspid)
+        await self._publish(subjects.PROCESS_EXEC, event)
+        await self._release_children_of(rec.pid)
+        held_exit = self.holding.exit_of(rec.pid)
+        if held_exit is not None:
+            await self._exit(held_exit.rec, held_exit.boot_ns)
+
+    async def _release_children_of(self, pid: int) -> None:
+        for held in self.holding.execs_waiting_for(pid):
+            await self._emit_exec(held.rec, held.boot_ns, held.cwd, held.container, held.nspid)
+
+    async def _exit(self, rec: RawExit, boot_ns: int) -> None:
+        event = self.cache.exit(rec, boot_ns)
+        if event is None:
+            if self.holding.hold_seconds > 0:
+                self.holding.hold_exit(rec, boot_ns)
+                self.counters["held_exits"] += 1
+                return
+            event = self.cache.exit_unknown(rec, boot_ns)
+        await self._publish(subjects.PROCESS_EXIT, event)
+
+    async def expire_held(self, *, everything: bool = False) -> None:
+        """Emit what waited too long (or everything, at shutdown), with what is known."""
+        execs, exits = self.holding.expired(everything=everything)
+        for held in execs:
+            self.counters["orphan_execs"] += 1
+            await self._emit_exec(held.rec, held.boot_ns, held.cwd, held.container, held.nspid)
+        for held_exit in exits:
+            event = self.cache.exit(held_exit.rec, held_exit.boot_ns)
+            if event is None:
+                event = self.cache.exit_unknown(held_exit.rec, held_exit.boot_ns)
+            await self._publish(subjects.PROCESS_EXIT, event)
+
+    # -- containers -----------------------------------------------------------
+    async def container(self, cgroup_id: int) -> ContainerContext | None:
+        try:
+            info = await self.resolver.container_of(cgroup_id)
+        except Exception as e:  # context is best effort: the event flows without it
+            self.counters["container_errors"] += 1
+            if self._warn.ready():
+                log.warning("container lookup failed", cgroup_id=cgroup_id, reason=str(e))
+            return None
+        if info is None:
+            return None
+        # One context per container state: a container first seen unresolved
+        # gets its details once the runtime knows it.
+        key = (info.id, info.resolved, info.name, info.started_ns)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = context_of(info)
+            if len(self._contexts) > 4096:  # containers come and go: keep the newest
+                self._contexts.pop(next(iter(self._contexts)))
+        return ctx
+
+
+async def run_expiry(pipeline: Pipeline, interval: float = 0.1) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await pipeline.expire_held()
