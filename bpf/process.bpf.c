@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Process lifecycle: exec (with argv), clone of processes, exit with status.
- * Tracepoints only; no kernel struct is read, so kernel-header skew is
- * harmless. Parents come from task_newtask, never from task_struct. */
+ * Tracepoints only. The one kernel struct path read (task->mm->arg_*) uses
+ * offsets from the running kernel's BTF, never from the (mismatched) headers.
+ * Parents come from task_newtask, never from task_struct. */
 #include "lib/events.h"
 
 /* Knobs, set by the sensor with -D. */
@@ -14,12 +15,6 @@
 #ifndef OCELLUS_ARGS_MAX
 #define OCELLUS_ARGS_MAX 4096              /* all arguments; power of two */
 #endif
-#ifndef OCELLUS_ARG_MAX
-#define OCELLUS_ARG_MAX 1024               /* one argument */
-#endif
-#ifndef OCELLUS_ARGC_MAX
-#define OCELLUS_ARGC_MAX 128
-#endif
 #ifndef OCELLUS_FILENAME_MAX
 #define OCELLUS_FILENAME_MAX 512
 #endif
@@ -31,10 +26,9 @@
 #define CLONE_PARENT_FLAG 0x00008000
 #define SIG_KILL 9
 
-/* Arguments may overrun OCELLUS_ARGS_MAX by one argument before the cut
- * (OCELLUS_ARG_MAX <= OCELLUS_ARGS_MAX), and the filename follows the cut
- * arguments. Offsets are masked to 2 * OCELLUS_ARGS_MAX - 1 so that the
- * verifier can bound them; the room below makes every masked offset safe. */
+/* The filename follows the arguments. Offsets are masked to
+ * 2 * OCELLUS_ARGS_MAX - 1 so that the verifier can bound them; the room
+ * below makes every masked offset safe. */
 #define ARGS_MASK (2 * OCELLUS_ARGS_MAX - 1)
 #define FILENAME_MASK (OCELLUS_FILENAME_MAX - 1)
 #define EXEC_DATA_SIZE (2 * OCELLUS_ARGS_MAX + OCELLUS_FILENAME_MAX)
@@ -69,9 +63,6 @@ BPF_PERCPU_ARRAY(stats, __u64, OCELLUS_STAT_MAX);
 BPF_PERCPU_ARRAY(since_wakeup, __u32, 1);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_record, 1);
 BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_record, 1);
-/* argv read at sys_enter_execve, by tid, until sched_process_exec. LRU so a
- * failed execve leaves nothing behind for long. */
-BPF_TABLE("lru_hash", __u32, struct exec_record, exec_pending, 1024);
 BPF_TABLE("lru_hash", __u32, struct proc_state, procs, OCELLUS_PROCS_MAX);
 
 static __always_inline void count(int idx)
@@ -134,96 +125,50 @@ static __always_inline void set_parent(struct ocellus_header *h)
 	}
 }
 
-/* Copies argv into rec->data. The running offset and the flags live in the
- * map value, not in registers: the verifier does not track map memory, so
- * every path through an iteration ends in the same state and the loop
- * verifies in linear time instead of splitting at every branch. */
-static __always_inline void read_argv(struct exec_record *rec, const char *const *argv)
+/* The new program's arguments, as the kernel laid them out on its stack:
+ * mm->arg_start..arg_end, NUL-separated. Read at sched_process_exec, when
+ * those pages are sure to be present; at sys_enter_execve the caller's argv
+ * may sit in pages a fresh child has not faulted in yet, which a BPF read
+ * cannot fault in. Offsets come from the kernel's BTF (see btf.py). */
+static __always_inline void read_args(struct exec_record *rec)
 {
-	int i;
+	void *task = (void *)bpf_get_current_task();
+	void *mm = NULL;
+	unsigned long start = 0, end = 0;
 
-	rec->fixed.argc = 0;
 	rec->fixed.args_len = 0;
+	rec->fixed.argc = 0;
 	rec->fixed.hdr.flags = 0;
-	for (i = 0; i < OCELLUS_ARGC_MAX; i++) {
-		const char *arg = NULL;
-		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0) {
-			rec->fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
-			return;
-		}
-		if (!arg)
-			return;
-		__u32 off = rec->fixed.args_len;
-		if (off >= OCELLUS_ARGS_MAX) {
-			rec->fixed.args_len = OCELLUS_ARGS_MAX;
-			rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
-			return;
-		}
-		long n = bpf_probe_read_user_str(&rec->data[off & (OCELLUS_ARGS_MAX - 1)],
-						 OCELLUS_ARG_MAX, arg);
-		if (n <= 0) {
-			rec->fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
-			return;
-		}
-		rec->fixed.args_len = off + n;
-		rec->fixed.argc++;
-		if (n == OCELLUS_ARG_MAX) {
-			/* Filled the per-argument room: cut unless it ended exactly there. */
-			char next = 0;
-			bpf_probe_read_user(&next, 1, arg + OCELLUS_ARG_MAX - 1);
-			if (next)
-				rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
-		}
-	}
-	const char *more = NULL;
-	bpf_probe_read_user(&more, sizeof(more), &argv[OCELLUS_ARGC_MAX]);
-	if (more)
-		rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
-	if (rec->fixed.args_len > OCELLUS_ARGS_MAX) {
-		rec->fixed.args_len = OCELLUS_ARGS_MAX;
+	bpf_probe_read_kernel(&mm, sizeof(mm), task + OCELLUS_OFF_TASK_MM);
+	if (!mm)
+		goto fault;
+	bpf_probe_read_kernel(&start, sizeof(start), mm + OCELLUS_OFF_MM_ARG_START);
+	bpf_probe_read_kernel(&end, sizeof(end), mm + OCELLUS_OFF_MM_ARG_END);
+	if (end <= start)
+		goto fault;
+	unsigned long len = end - start;
+	if (len > OCELLUS_ARGS_MAX) {
+		len = OCELLUS_ARGS_MAX;
 		rec->fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
 	}
-}
-
-static __always_inline int stash_argv(const char *const *argv)
-{
-	__u32 zero = 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct exec_record *rec = exec_scratch.lookup(&zero);
-
-	if (!rec)
-		return 0;
-	read_argv(rec, argv);
-	exec_pending.update(&tid, rec);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execve)
-{
-	return stash_argv((const char *const *)args->argv);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
-{
-	return stash_argv((const char *const *)args->argv);
+	len &= ARGS_MASK;  /* a bound the verifier can see */
+	if (!len || bpf_probe_read_user(rec->data, len, (void *)start) < 0)
+		goto fault;
+	rec->fixed.args_len = len;
+	return;
+fault:
+	rec->fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
+	count(OCELLUS_STAT_EXEC_NO_ARGS);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	__u32 zero = 0;
-	__u32 old_tid = args->old_pid;
-	struct exec_record *rec = exec_pending.lookup(&old_tid);
-	int pending = rec != NULL;
+	struct exec_record *rec = exec_scratch.lookup(&zero);
 
-	if (!rec) {
-		rec = exec_scratch.lookup(&zero);
-		if (!rec)
-			return 0;
-		rec->fixed.args_len = 0;
-		rec->fixed.argc = 0;
-		rec->fixed.hdr.flags = OCELLUS_F_NO_ARGS;
-		count(OCELLUS_STAT_EXEC_NO_ARGS);
-	}
+	if (!rec)
+		return 0;
+	read_args(rec);
 	__u16 flags = rec->fixed.hdr.flags;
 	fill_header(&rec->fixed.hdr, OCELLUS_OP_EXEC);
 	rec->fixed.hdr.flags = flags;
@@ -239,8 +184,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	rec->fixed.filename_len = filename_len;
 
 	emit(rec, sizeof(rec->fixed) + args_len + filename_len);
-	if (pending)
-		exec_pending.delete(&old_tid);
 	return 0;
 }
 

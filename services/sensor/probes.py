@@ -8,6 +8,7 @@ from typing import Any
 
 from schemas.raw import KernelStat
 from services.common.errors import OcellusError
+from services.sensor.btf import sensor_cflags
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _BPF_NOEXIST = 1
@@ -25,25 +26,19 @@ class ProcessProbes:
         *,
         ringbuf_pages: int,
         args_max: int,
-        arg_max: int,
-        argc_max: int,
         procs_max: int,
         wakeup_every: int,
         bpf_dir: Path = BPF_DIR,
     ) -> None:
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ProbeError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
-        if args_max & (args_max - 1) or not 0 < arg_max <= args_max:
-            raise ProbeError(
-                f"args_max must be a power of two >= arg_max (got {args_max}, {arg_max})"
-            )
+        if args_max <= 0 or args_max & (args_max - 1):
+            raise ProbeError(f"args_max must be a power of two, got {args_max}")
         self.source = bpf_dir / "process.bpf.c"
         self.cflags = [
             f"-I{bpf_dir}",
             f"-DOCELLUS_RINGBUF_PAGES={ringbuf_pages}",
             f"-DOCELLUS_ARGS_MAX={args_max}",
-            f"-DOCELLUS_ARG_MAX={arg_max}",
-            f"-DOCELLUS_ARGC_MAX={argc_max}",
             f"-DOCELLUS_PROCS_MAX={procs_max}",
             f"-DOCELLUS_WAKEUP_EVERY={wakeup_every}",
         ]
@@ -52,8 +47,9 @@ class ProcessProbes:
     def load(self) -> None:
         from bcc import BPF  # imported late: only the sensor needs BCC
 
+        cflags = [*self.cflags, *sensor_cflags()]
         try:
-            self.bpf = BPF(src_file=str(self.source).encode(), cflags=self.cflags)
+            self.bpf = BPF(src_file=str(self.source).encode(), cflags=cflags)
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             raise ProbeError(f"loading {self.source.name}: {e}") from e
 

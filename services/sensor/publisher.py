@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from schemas import codec, subjects
 from services.common.hostfs import boot_time_ns
 from services.common.logging import get_logger
-from services.sensor.records import RecordError, decode
+from services.sensor.records import ArgLimits, RecordError, decode
 
 log = get_logger("ocellus.sensor.publisher")
 
@@ -33,7 +33,10 @@ PUBLISH_ORDER = (
 
 
 class RawPublisher:
-    def __init__(self, nc: NATS, node: str, *, queue_max: int, max_bytes: int) -> None:
+    def __init__(
+        self, nc: NATS, node: str, *, queue_max: int, max_bytes: int, limits: ArgLimits
+    ) -> None:
+        self._limits = limits
         self._nc = nc
         self._node = node
         self._queue: deque[list[bytes]] = deque()
@@ -83,7 +86,7 @@ class RawPublisher:
         by_type: dict[str, list[tuple[int, dict[str, Any]]]] = {t: [] for t in PUBLISH_ORDER}
         for data in batch:
             try:
-                event_type, record = decode(data)
+                event_type, record = decode(data, self._limits)
             except RecordError as e:
                 self.counters["decode_errors"] += 1
                 log.error("undecodable ring-buffer record", reason=str(e))

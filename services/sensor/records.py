@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import ctypes as ct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from schemas import subjects
-from schemas.raw import Op
+from schemas.raw import Op, RecordFlag
 
 RECORD_VERSION = 1  # OCELLUS_RECORD_VERSION
 COMM_LEN = 16
@@ -95,7 +96,16 @@ def _header(h: Header) -> dict[str, Any]:
 _EXEC_FIXED = ct.sizeof(ExecFixed)
 
 
-def decode_exec(data: bytes) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ArgLimits:
+    """Per-argument and argument-count limits, applied here; the kernel side
+    limits the total (OCELLUS_ARGS_MAX)."""
+
+    arg_max: int = 1024
+    argc_max: int = 128
+
+
+def decode_exec(data: bytes, limits: ArgLimits) -> dict[str, Any]:
     fixed = ExecFixed.from_buffer_copy(data, 0)
     args_end = _EXEC_FIXED + fixed.args_len
     blob = data[_EXEC_FIXED:args_end]
@@ -104,12 +114,15 @@ def decode_exec(data: bytes) -> dict[str, Any]:
     if args and args[-1] == b"":
         args.pop()
     rec = _header(fixed.hdr)
+    if len(args) > limits.argc_max or any(len(a) > limits.arg_max for a in args):
+        args = [a[: limits.arg_max] for a in args[: limits.argc_max]]
+        rec["flags"] |= RecordFlag.ARGS_TRUNCATED
     rec["binary"] = _text(data[args_end : args_end + fixed.filename_len])
     rec["argv"] = [_text(a) for a in args]
     return rec
 
 
-def decode_exit(data: bytes) -> dict[str, Any]:
+def decode_exit(data: bytes, _limits: ArgLimits) -> dict[str, Any]:
     ev = Exit.from_buffer_copy(data, 0)
     rec = _header(ev.hdr)
     rec["exit_code"] = ev.exit_code
@@ -117,7 +130,7 @@ def decode_exit(data: bytes) -> dict[str, Any]:
     return rec
 
 
-def decode_clone(data: bytes) -> dict[str, Any]:
+def decode_clone(data: bytes, _limits: ArgLimits) -> dict[str, Any]:
     ev = Clone.from_buffer_copy(data, 0)
     rec = _header(ev.hdr)
     rec["parent_tid"] = ev.parent_tid
@@ -128,7 +141,7 @@ def decode_clone(data: bytes) -> dict[str, Any]:
 _CGROUP_FIXED = ct.sizeof(Cgroup)
 
 
-def decode_cgroup(data: bytes) -> dict[str, Any]:
+def decode_cgroup(data: bytes, _limits: ArgLimits) -> dict[str, Any]:
     ev = Cgroup.from_buffer_copy(data, 0)
     rec = _header(ev.hdr)
     rec["id"] = ev.id
@@ -137,7 +150,7 @@ def decode_cgroup(data: bytes) -> dict[str, Any]:
     return rec
 
 
-DECODERS: dict[int, tuple[str, int, Callable[[bytes], dict[str, Any]]]] = {
+DECODERS: dict[int, tuple[str, int, Callable[[bytes, ArgLimits], dict[str, Any]]]] = {
     Op.EXEC: (subjects.PROCESS_EXEC, _EXEC_FIXED, decode_exec),
     Op.EXIT: (subjects.PROCESS_EXIT, ct.sizeof(Exit), decode_exit),
     Op.CLONE: (subjects.PROCESS_CLONE, ct.sizeof(Clone), decode_clone),
@@ -146,7 +159,7 @@ DECODERS: dict[int, tuple[str, int, Callable[[bytes], dict[str, Any]]]] = {
 }
 
 
-def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+def decode(data: bytes, limits: ArgLimits = ArgLimits()) -> tuple[str, dict[str, Any]]:
     """(event type, record dict) of one ring-buffer record."""
     if len(data) < 2:
         raise RecordError(f"record of {len(data)} bytes")
@@ -158,4 +171,4 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
         raise RecordError(f"record version {data[1]}, expected {RECORD_VERSION}")
     if len(data) < min_size:
         raise RecordError(f"{event_type} record of {len(data)} bytes, need {min_size}")
-    return event_type, decoder(data)
+    return event_type, decoder(data, limits)

@@ -22,6 +22,7 @@ from services.sensor.mounts import ensure_sensor_mounts
 from services.sensor.probes import ProcessProbes, detach_all
 from services.sensor.publisher import RawPublisher
 from services.sensor.reader import RingBufferReader
+from services.sensor.records import ArgLimits
 from services.sensor.settings import Settings
 
 log = get_logger("ocellus.sensor")
@@ -48,8 +49,6 @@ async def run(
     probes = ProcessProbes(
         ringbuf_pages=settings.ringbuf_pages,
         args_max=settings.args_max,
-        arg_max=settings.arg_max,
-        argc_max=settings.argc_max,
         procs_max=settings.procs_max,
         wakeup_every=settings.wakeup_every,
     )
@@ -59,6 +58,7 @@ async def run(
         publisher = RawPublisher(
             nc,
             settings.node_name,
+            limits=ArgLimits(settings.arg_max, settings.argc_max),
             queue_max=settings.queue_max,
             max_bytes=settings.publish_max_bytes,
         )

@@ -53,7 +53,7 @@ async def test_exec_reports_pid_ppid_uid_binary_and_exact_argv(raw) -> None:
 @pytest.mark.parametrize(
     ("argv_tail", "kept_prefix"),
     [
-        pytest.param(["x" * 3000], ["x" * 1023], id="one-argument-over-the-per-argument-limit"),
+        pytest.param(["x" * 3000], ["x" * 1024], id="one-argument-over-the-per-argument-limit"),
         pytest.param([f"{i:04d}" + "y" * 995 for i in range(10)], None, id="argv-over-the-total"),
         # argc_max (128) counts argv[0] and the tag too.
         pytest.param([str(i) for i in range(200)], [str(i) for i in range(126)], id="too-many"),
@@ -76,12 +76,31 @@ async def test_exec_marks_overlong_argv_truncated(raw, argv_tail, kept_prefix) -
 
 
 async def test_exec_at_the_limit_is_not_marked_truncated(raw) -> None:
-    """An argument of exactly the per-argument room (1023 bytes) is whole, not flagged."""
+    """An argument of exactly the per-argument limit (1024 bytes) is whole, not flagged."""
     tag = marker()
-    await run("/bin/true", tag, "z" * 1023)
+    await run("/bin/true", tag, "z" * 1024)
     [rec] = await raw.wait_for("process_exec", has_arg(tag))
-    assert rec["argv"][2] == "z" * 1023
+    assert rec["argv"][2] == "z" * 1024
     assert not rec["flags"] & RecordFlag.ARGS_TRUNCATED
+
+
+async def test_exec_argv_in_pages_the_child_never_touched(raw, tmp_path) -> None:
+    """argv in read-only data of a freshly forked child (pages not yet faulted in)
+    is still captured: it is read from the new program's stack at exec."""
+    tag = marker()
+    src = tmp_path / "spawn.c"
+    src.write_text(
+        "#include <unistd.h>\n#include <sys/wait.h>\n"
+        "int main(void) { pid_t p = fork(); if (p == 0) {"
+        f' execl("/bin/true", "/bin/true", "{tag}", "literal arg", (char *)0); _exit(9); }}'
+        " int st; waitpid(p, &st, 0); return 0; }\n"
+    )
+    exe = tmp_path / "spawn"
+    assert (await run("cc", "-O2", "-o", str(exe), str(src))).returncode == 0
+    await run(str(exe))
+    [rec] = await raw.wait_for("process_exec", has_arg(tag))
+    assert rec["argv"] == ["/bin/true", tag, "literal arg"]
+    assert rec["flags"] == 0
 
 
 async def test_exit_reports_exit_code(raw) -> None:
