@@ -1,15 +1,21 @@
 """Drains the BPF ring buffer on a thread of its own, off the event loop.
 
+The ring is read straight from its memory mapping (the layout libbpf reads:
+a consumer-position page we write, then the producer-position page and the
+data pages, mapped twice so that a record that wraps is contiguous): no
+libbpf callback per record, just a slice per record.
+
 The kernel side wakes us only every N records (BPF_RB_NO_WAKEUP otherwise),
-so the thread polls with a timeout and then consumes whatever is there: a
-burst is drained within ``interval_ms``, and a quiet system costs one
-wakeup per interval. Records are copied out as bytes in batches of at most
-``batch_max`` and handed to ``deliver`` (which must be thread-safe).
+so the thread sleeps up to ``interval_ms`` in an edge-triggered epoll (a
+forced wakeup ends the sleep early) and then takes everything there, in
+batches of at most ``batch_max`` handed to ``deliver`` (thread-safe).
 """
 
 from __future__ import annotations
 
-import ctypes as ct
+import mmap
+import select
+import struct
 import threading
 from collections.abc import Callable
 
@@ -17,53 +23,84 @@ from services.common.logging import get_logger
 
 log = get_logger("ocellus.sensor.reader")
 
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_HDR = 8  # struct bpf_ringbuf_hdr { u32 len; u32 pg_off; }
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class RingBuffer:
+    """A BPF_MAP_TYPE_RINGBUF map of ``size`` bytes, consumed from user space."""
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self._mask = size - 1
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                                   offset=page)  # fmt: skip
+        self._data = memoryview(self._producer)[page:]
+
+    def take(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` records, oldest first; their space goes back to the kernel."""
+        out: list[bytes] = []
+        cons = _U64.unpack_from(self._consumer, 0)[0]
+        prod = _U64.unpack_from(self._producer, 0)[0]
+        data, mask = self._data, self._mask
+        while cons < prod and len(out) < limit:
+            off = cons & mask
+            length = _U32.unpack_from(data, off)[0]
+            if length & _BUSY:
+                break  # reserved, not yet committed
+            size = length & ~(_BUSY | _DISCARD)
+            if not length & _DISCARD:
+                out.append(bytes(data[off + _HDR : off + _HDR + size]))
+            cons += (size + _HDR + 7) & ~7
+        # x86 is TSO: a plain store publishes the new position after our reads.
+        _U64.pack_into(self._consumer, 0, cons)
+        return out
+
+    def close(self) -> None:
+        self._data.release()
+        self._producer.close()
+        self._consumer.close()
+
 
 class RingBufferReader:
     def __init__(
         self,
         map_fd: int,
+        size: int,
         deliver: Callable[[list[bytes]], None],
         *,
         interval_ms: int = 10,
         batch_max: int = 4096,
     ) -> None:
-        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
-
-        self._lib = lib
+        self._ring = RingBuffer(map_fd, size)
         self._deliver = deliver
-        self._interval_ms = interval_ms
+        self._interval = interval_ms / 1000
         self._batch_max = batch_max
-        self._batch: list[bytes] = []
+        self._epoll = select.epoll()
+        # Edge-triggered: wake on the kernel's forced wakeups only, not
+        # whenever some data is there (which would undo the batching).
+        self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
         self._stopping = threading.Event()
+        self._closed = False
         self.records = 0
-        # Keep a reference: ctypes frees the trampoline with the object.
-        self._callback = _RINGBUF_CB_TYPE(self._on_record)
-        self._manager = lib.bpf_new_ringbuf(map_fd, self._callback, None)
-        if not self._manager:
-            raise OSError(f"cannot open ring buffer (map fd {map_fd})")
         self._thread = threading.Thread(target=self._run, name="ringbuf-reader", daemon=True)
 
-    def _on_record(self, _ctx: object, data: int, size: int) -> int:
-        self._batch.append(ct.string_at(data, size))
-        # A negative return stops libbpf's consume loop after this record
-        # (which is consumed): it keeps the batch bounded.
-        return -1 if len(self._batch) >= self._batch_max else 0
-
-    def _flush(self) -> None:
-        if self._batch:
-            batch, self._batch = self._batch, []
+    def _drain(self) -> None:
+        while batch := self._ring.take(self._batch_max):
             self.records += len(batch)
             self._deliver(batch)
+            if len(batch) < self._batch_max:
+                return
 
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                self._lib.bpf_poll_ringbuf(self._manager, self._interval_ms)
-                self._lib.bpf_consume_ringbuf(self._manager)
-                while len(self._batch) >= self._batch_max:  # more may be waiting
-                    self._flush()
-                    self._lib.bpf_consume_ringbuf(self._manager)
-                self._flush()
+                self._epoll.poll(self._interval)
+                self._drain()
         except Exception:
             log.exception("ring buffer reader failed")
             raise
@@ -73,15 +110,12 @@ class RingBufferReader:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop polling, then drain what is left; idempotent."""
-        if self._manager is None:
+        if self._closed:
             return
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        # Whatever the programs wrote before they were detached.
-        self._lib.bpf_consume_ringbuf(self._manager)
-        while self._batch:
-            self._flush()
-            self._lib.bpf_consume_ringbuf(self._manager)
-        self._lib.bpf_free_ringbuf(self._manager)
-        self._manager = None
+        self._drain()  # what the programs wrote before they were detached
+        self._epoll.close()
+        self._ring.close()
+        self._closed = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import time
 from typing import Any
 
@@ -64,6 +65,7 @@ async def run(
         )
         reader = RingBufferReader(
             probes.ringbuf_fd,
+            settings.ringbuf_pages * mmap.PAGESIZE,
             publisher.deliver_threadsafe,
             interval_ms=settings.drain_interval_ms,
             batch_max=settings.batch_max,

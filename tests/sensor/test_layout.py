@@ -65,3 +65,11 @@ def test_layout_matches_the_c_header(tmp_path: Path) -> None:
             assert c[f"{cname}.{fname}"] == getattr(pystruct, fname).offset, f"{cname}.{fname}"
     for const, value in CONSTANTS.items():
         assert c[const] == value, const
+
+
+def test_struct_formats_match_the_ctypes_mirrors() -> None:
+    """The struct formats the decoder uses have the ctypes mirrors' sizes."""
+    import struct
+
+    for pystruct in STRUCTS.values():
+        assert struct.calcsize("<" + records.struct_format(pystruct)) == ct.sizeof(pystruct)
