@@ -9,8 +9,8 @@
 #ifndef OCELLUS_RINGBUF_PAGES
 #define OCELLUS_RINGBUF_PAGES 512          /* 2 MiB */
 #endif
-#ifndef OCELLUS_WAKEUP_EVERY
-#define OCELLUS_WAKEUP_EVERY 64            /* records per CPU between forced wakeups */
+#ifndef OCELLUS_WAKEUP_BYTES
+#define OCELLUS_WAKEUP_BYTES (128 * 1024)  /* bytes per CPU between forced wakeups */
 #endif
 #ifndef OCELLUS_ARGS_MAX
 #define OCELLUS_ARGS_MAX 4096              /* all arguments; power of two */
@@ -73,15 +73,16 @@ static __always_inline void count(int idx)
 }
 
 /* Batched wakeups: the reader drains on a timer and is woken early only
- * every OCELLUS_WAKEUP_EVERY records of a CPU, so a burst cannot fill the
- * ring between two timer ticks. A wakeup per record costs ~13.5 us.
+ * after OCELLUS_WAKEUP_BYTES written by a CPU, so a burst cannot fill the
+ * ring between two timer ticks. A wakeup per record costs ~13.5 us in the
+ * kernel, and small batches cost more still in the reader.
  * (BCC 0.26 cannot hand the ring to bpf_ringbuf_query, hence a counter.) */
-static __always_inline __u64 wakeup_flags(void)
+static __always_inline __u64 wakeup_flags(__u32 size)
 {
 	__u32 zero = 0;
 	__u32 *n = since_wakeup.lookup(&zero);
 
-	if (n && ++(*n) >= OCELLUS_WAKEUP_EVERY) {
+	if (n && (*n += size) >= OCELLUS_WAKEUP_BYTES) {
 		*n = 0;
 		return BPF_RB_FORCE_WAKEUP;
 	}
@@ -90,7 +91,7 @@ static __always_inline __u64 wakeup_flags(void)
 
 static __always_inline void emit(void *rec, __u32 size)
 {
-	if (events.ringbuf_output(rec, size, wakeup_flags()) < 0)
+	if (events.ringbuf_output(rec, size, wakeup_flags(size)) < 0)
 		count(OCELLUS_STAT_RINGBUF_FULL);
 	else
 		count(OCELLUS_STAT_RECORDS);

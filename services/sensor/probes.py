@@ -27,7 +27,7 @@ class ProcessProbes:
         ringbuf_pages: int,
         args_max: int,
         procs_max: int,
-        wakeup_every: int,
+        wakeup_bytes: int,
         bpf_dir: Path = BPF_DIR,
     ) -> None:
         if ringbuf_pages & (ringbuf_pages - 1):
@@ -40,7 +40,7 @@ class ProcessProbes:
             f"-DOCELLUS_RINGBUF_PAGES={ringbuf_pages}",
             f"-DOCELLUS_ARGS_MAX={args_max}",
             f"-DOCELLUS_PROCS_MAX={procs_max}",
-            f"-DOCELLUS_WAKEUP_EVERY={wakeup_every}",
+            f"-DOCELLUS_WAKEUP_BYTES={wakeup_bytes}",
         ]
         self.bpf: Any = None
 

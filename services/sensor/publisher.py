@@ -1,9 +1,9 @@
-"""Bounded hand-off from the reader thread to NATS.
+"""Bounded hand-off from the ring-buffer reader to NATS.
 
-The reader delivers batches of raw bytes from its thread; they wait in a
-bounded queue (drops past ``queue_max`` are counted, never silent), and a
-task on the event loop decodes them and publishes one msgpack message per
-event type and chunk to ``ocellus.raw.<node>.<type>``.
+The reader delivers batches of raw bytes; they wait in a bounded queue
+(drops past ``queue_max`` are counted, never silent) until the publishing
+task decodes them and publishes one msgpack message per event type and
+chunk to ``ocellus.raw.<node>.<type>``: a slow NATS never stalls draining.
 """
 
 from __future__ import annotations
@@ -44,16 +44,11 @@ class RawPublisher:
         self._queue_max = queue_max
         self._max_bytes = max_bytes
         self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
         self._subjects = {t: subjects.raw(node, t) for t in PUBLISH_ORDER}
         self.counters: Counter[str] = Counter()
 
-    # -- reader thread side -------------------------------------------------
-    def deliver_threadsafe(self, batch: list[bytes]) -> None:
-        self._loop.call_soon_threadsafe(self._enqueue, batch)
-
-    # -- event loop side ----------------------------------------------------
-    def _enqueue(self, batch: list[bytes]) -> None:
+    def deliver(self, batch: list[bytes]) -> None:
+        """A drained batch joins the queue, or is dropped (counted) if it is full."""
         self.counters["received"] += len(batch)
         if self._queued + len(batch) > self._queue_max:
             self.counters["queue_dropped"] += len(batch)

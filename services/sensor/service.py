@@ -51,7 +51,7 @@ async def run(
         ringbuf_pages=settings.ringbuf_pages,
         args_max=settings.args_max,
         procs_max=settings.procs_max,
-        wakeup_every=settings.wakeup_every,
+        wakeup_bytes=settings.wakeup_bytes,
     )
     try:
         await asyncio.to_thread(probes.load)  # clang takes a second or two
@@ -66,7 +66,7 @@ async def run(
         reader = RingBufferReader(
             probes.ringbuf_fd,
             settings.ringbuf_pages * mmap.PAGESIZE,
-            publisher.deliver_threadsafe,
+            publisher.deliver,
             interval_ms=settings.drain_interval_ms,
             batch_max=settings.batch_max,
         )
@@ -85,8 +85,7 @@ async def run(
 
         log.info("sensor stopping")
         detach_all(probes)
-        await asyncio.to_thread(reader.stop)
-        await asyncio.sleep(0)  # let the reader's last call_soon_threadsafe run
+        await reader.stop()
         publishing.cancel()
         reporting.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -15,8 +15,10 @@ class Settings(ServiceSettings):
     section: ClassVar[str] = "sensor"
 
     ringbuf_pages: int = Field(512, description="ring buffer size in 4 KiB pages (power of two)")
-    drain_interval_ms: int = Field(10, ge=1, le=1000, description="ring buffer drain period")
-    wakeup_every: int = Field(64, ge=1, description="records per CPU between forced wakeups")
+    drain_interval_ms: int = Field(50, ge=1, le=1000, description="ring buffer drain period")
+    wakeup_bytes: int = Field(
+        128 * 1024, ge=4096, description="bytes per CPU between forced early drains"
+    )
     queue_max: int = Field(
         262_144, ge=1024, description="records held in user space before dropping"
     )
