@@ -14,8 +14,11 @@ run: setup
 test: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
+# Speed and memory targets (not part of `make test`); root, a quiet machine.
 bench: setup
 	$(PY) -m benchmarks.exec_storm $(BENCH_ARGS)
+	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.exporter_otlp
 
 check: setup
 	$(VENV)/bin/ruff format --check .

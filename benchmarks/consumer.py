@@ -32,7 +32,7 @@ class Tally:
         self.execs = 0
         self.exits = 0  # exits of pids whose marked exec was seen first
         self.clones = 0  # clones (seen before the exec) of those pids
-        self.exit_before_exec = 0
+        self.no_argv = 0  # execs of /bin/true whose argv the kernel side could not read
         self.decode_errors = 0
         self.unmatched_exits: set[int] = set()
         self._live: Counter[int] = Counter()  # marked execs still waiting for their exit
@@ -56,6 +56,8 @@ class Tally:
                     if r["pid"] in self._cloned:
                         self.clones += 1
                         self._cloned.discard(r["pid"])
+                elif len(argv) < 2 and r.get("binary") == "/bin/true":
+                    self.no_argv += 1
         elif kind == subjects.PROCESS_EXIT:
             for r in records:
                 pid = r["pid"]
@@ -70,7 +72,8 @@ class Tally:
         # count it rather than hide it.
         late = sum(1 for pid, n in self._live.items() if n > 0 and pid in self.unmatched_exits)
         return {"exec": self.execs, "exit": self.exits, "clone": self.clones,
-                "exit_before_exec": late, "decode_errors": self.decode_errors}  # fmt: skip
+                "exit_before_exec": late, "no_argv": self.no_argv,
+                "decode_errors": self.decode_errors}  # fmt: skip
 
 
 def emit(obj: dict[str, Any]) -> None:
