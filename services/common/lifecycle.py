@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.common.errors import OcellusError
+from services.common.logging import configure_logging, get_logger
+from services.common.settings import ConfigFileError, ServiceSettings
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -28,3 +37,24 @@ class RateLimitedLog:
             return False
         self._last = now
         return True
+
+
+def service_main(
+    name: str,
+    settings_factory: Callable[[], ServiceSettings],
+    run: Callable[[Any], Coroutine[Any, Any, None]],
+) -> int:
+    """The body of every service's ``__main__``: settings (exit 2 when invalid),
+    logging, run until stopped (exit 0), or an OcellusError logged (exit 1)."""
+    try:
+        settings = settings_factory()
+    except (ValidationError, ConfigFileError) as e:
+        print(f"{name}: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(run(settings))
+    except OcellusError as e:
+        get_logger(f"ocellus.{name}").error(f"{name} cannot run", reason=str(e))
+        return 1
+    return 0
