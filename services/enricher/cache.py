@@ -250,35 +250,34 @@ class ProcessCache:
         if entry is None:
             return None
         self._touch(entry)
-        when = boot_ns + rec.ktime
-        body: dict[str, Any] = {"process": entry.json}
-        if entry.parent is not None:
-            body["parent"] = entry.parent.json
-        if rec.signal:
-            body["signal"] = signal_name(rec.signal)
-        elif rec.exit_code:
-            body["status"] = rec.exit_code
-        body["time"] = format_timestamp(when)
-        if entry.ancestors:
-            body["ancestors"] = entry.ancestors
+        event = self._exit_event(rec, boot_ns, entry.json, entry.parent, entry.ancestors)
         del self._live[rec.pid]
         self._finish(entry)
         self.counters["exits"] += 1
-        return self._event("process_exit", body, when)
+        return event
 
     def exit_unknown(self, rec: RawExit, boot_ns: int) -> dict[str, Any]:
         """An exit whose exec never came: what the record itself says."""
-        when = boot_ns + rec.ktime
-        body: dict[str, Any] = {
-            "process": {
-                "pid": rec.pid,
-                "tid": rec.tid,
-                "uid": rec.uid,
-                "binary": rec.comm,
-                "flags": "miss",
-            }
+        process = {
+            "pid": rec.pid,
+            "tid": rec.tid,
+            "uid": rec.uid,
+            "binary": rec.comm,
+            "flags": "miss",
         }
-        parent = self._live.get(rec.ppid)
+        self.counters["exit_unknown"] += 1
+        return self._exit_event(rec, boot_ns, process, self._live.get(rec.ppid), [])
+
+    def _exit_event(
+        self,
+        rec: RawExit,
+        boot_ns: int,
+        process: dict[str, Any],
+        parent: Entry | None,
+        ancestors: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        when = boot_ns + rec.ktime
+        body: dict[str, Any] = {"process": process}
         if parent is not None:
             body["parent"] = parent.json
         if rec.signal:
@@ -286,7 +285,8 @@ class ProcessCache:
         elif rec.exit_code:
             body["status"] = rec.exit_code
         body["time"] = format_timestamp(when)
-        self.counters["exit_unknown"] += 1
+        if ancestors:
+            body["ancestors"] = ancestors
         return self._event("process_exit", body, when)
 
     def _event(self, kind: str, body: dict[str, Any], when: int) -> dict[str, Any]:
