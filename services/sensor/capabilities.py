@@ -1,6 +1,6 @@
 """What this kernel lets the sensor do, probed at start with tiny bpf()
 calls (no compiler): ring buffers, cgroup sock_addr programs,
-bpf_send_signal, kprobes, BPF-LSM."""
+bpf_send_signal, kprobes, uprobes, BPF-LSM."""
 
 from __future__ import annotations
 
@@ -96,6 +96,7 @@ def probe() -> dict[str, str]:
         ],
     )
     kprobes = "yes" if Path("/sys/bus/event_source/devices/kprobe").exists() else "absent"
+    uprobes = "yes" if Path("/sys/bus/event_source/devices/uprobe").exists() else "absent"
     lsm_path = Path("/sys/kernel/security/lsm")
     try:
         lsm = "yes" if "bpf" in lsm_path.read_text().split(",") else "not in the LSM list"
@@ -109,6 +110,7 @@ def probe() -> dict[str, str]:
         "cgroup_connect": cgroup_connect,
         "send_signal": send_signal,
         "kprobes": kprobes,
+        "uprobes": uprobes,
         "bpf_lsm": lsm,
         "btf": "yes" if Path("/sys/kernel/btf/vmlinux").exists() else "absent",
         "lockdown": lockdown,
