@@ -89,12 +89,15 @@ static __always_inline __u64 wakeup_flags(__u32 size)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void emit(void *rec, __u32 size)
+/* Returns 0 when the record was written, -1 when the ring was full. */
+static __always_inline int emit(void *rec, __u32 size)
 {
-	if (events.ringbuf_output(rec, size, wakeup_flags(size)) < 0)
+	if (events.ringbuf_output(rec, size, wakeup_flags(size)) < 0) {
 		count(OCELLUS_STAT_RINGBUF_FULL);
-	else
-		count(OCELLUS_STAT_RECORDS);
+		return -1;
+	}
+	count(OCELLUS_STAT_RECORDS);
+	return 0;
 }
 
 static __always_inline void fill_header(struct ocellus_header *h, __u8 op)
@@ -348,4 +351,55 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 {
 	return emit_cgroup(OCELLUS_OP_CGROUP_RMDIR, args->root, args->level, args->id,
 			   args->data_loc_path & 0xFFFF, args);
+}
+
+/* The generic hook engine (generic.bpf.c) shares this object's ring buffer,
+ * counters and record header. BCC takes programs, generates TRACEPOINT_PROBE
+ * argument structs and rewrites map operations in the main file only: the
+ * engine's maps, the accessors it uses and its entry point are here, its
+ * logic in generic.bpf.c. */
+#include "lib/policy.h"
+#include "lib/hook_scratch.h"
+
+#ifndef OCELLUS_HOOK_CONFIGS_MAX
+#define OCELLUS_HOOK_CONFIGS_MAX 1024
+#endif
+#ifndef OCELLUS_HOOKS_MAX
+#define OCELLUS_HOOKS_MAX 1024
+#endif
+#ifndef OCELLUS_STR_MATCH_MAX
+#define OCELLUS_STR_MATCH_MAX 16384
+#endif
+
+BPF_HASH(hook_config, struct ocellus_hook_key, struct ocellus_hook_config, OCELLUS_HOOK_CONFIGS_MAX);
+BPF_LPM_TRIE(str_match, struct ocellus_str_key, __u8, OCELLUS_STR_MATCH_MAX);
+BPF_PERCPU_HASH(hook_stats, __u32, struct ocellus_hook_stats, OCELLUS_HOOKS_MAX);
+BPF_PERCPU_ARRAY(hook_scratch, struct hook_scratch, 1);
+
+static __always_inline struct ocellus_hook_config *hook_config_get(struct ocellus_hook_key *k)
+{
+	return hook_config.lookup(k);
+}
+
+static __always_inline int str_match_has(struct ocellus_str_key *k)
+{
+	return str_match.lookup(k) != NULL;
+}
+
+static __always_inline struct ocellus_hook_stats *hook_stats_get(__u32 hook_id)
+{
+	return hook_stats.lookup(&hook_id);
+}
+
+static __always_inline struct hook_scratch *hook_scratch_get(void)
+{
+	__u32 zero = 0;
+	return hook_scratch.lookup(&zero);
+}
+
+#include "generic.bpf.c"
+
+int ocellus_generic_tp(void *ctx)
+{
+	return generic_tp(ctx);
 }

@@ -28,6 +28,7 @@ class Op(enum.IntEnum):
     CLONE = 3
     CGROUP_MKDIR = 4
     CGROUP_RMDIR = 5
+    HOOK = 6
 
 
 class RecordFlag(enum.IntFlag):
@@ -90,15 +91,39 @@ class RawCgroup(_Record):
     path: Text  # relative to the cgroup2 root, e.g. "/docker/<id>"
 
 
+class SockAddr(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    family: Annotated[str, Field(max_length=16)]  # "AF_INET", "AF_INET6", "AF_UNIX", or the number
+    addr: Text
+    port: Annotated[int, Field(ge=0, le=65535)]
+
+
+HookArg = int | Text | SockAddr | None  # None: the arg could not be read (flags: ARGS_FAULT)
+
+
+class RawHook(_Record):
+    """A policy hook matched (sensor's generic hook engine). ``hook_id`` is the
+    sensor's id of the hook; ``args`` are the hook's declared args, in order.
+    ppid is 0 (with NO_PARENT unset): the enricher knows the parent."""
+
+    hook_id: U32
+    slot: Annotated[int, Field(ge=0, le=255)]
+    selector: Annotated[int, Field(ge=0, le=255)]
+    action: Annotated[int, Field(ge=1, le=4)]  # 1 Post, 2 NoPost, 3 Sigkill, 4 Signal
+    args: Annotated[list[HookArg], Field(max_length=6)]
+
+
 RECORD_TYPES: dict[str, type[_Record]] = {
     subjects.PROCESS_EXEC: RawExec,
     subjects.PROCESS_EXIT: RawExit,
     subjects.PROCESS_CLONE: RawClone,
     subjects.CGROUP_MKDIR: RawCgroup,
     subjects.CGROUP_RMDIR: RawCgroup,
+    subjects.PROCESS_HOOK: RawHook,
 }
 
-RawRecord = RawExec | RawExit | RawClone | RawCgroup
+RawRecord = RawExec | RawExit | RawClone | RawCgroup | RawHook
 
 
 class RawBatch(BaseModel):
@@ -108,7 +133,14 @@ class RawBatch(BaseModel):
 
     v: Literal[1] = 1
     node: Annotated[str, Field(min_length=1, max_length=253)]
-    type: Literal["process_exec", "process_exit", "process_clone", "cgroup_mkdir", "cgroup_rmdir"]
+    type: Literal[
+        "process_exec",
+        "process_exit",
+        "process_clone",
+        "cgroup_mkdir",
+        "cgroup_rmdir",
+        "process_hook",
+    ]
     # Wall-clock nanoseconds at boot, when the batch was sent: ktime + boot_ns
     # is the event's wall time.
     boot_ns: U64

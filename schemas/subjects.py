@@ -12,6 +12,7 @@ PROCESS_EXIT = "process_exit"
 PROCESS_CLONE = "process_clone"
 CGROUP_MKDIR = "cgroup_mkdir"
 CGROUP_RMDIR = "cgroup_rmdir"
+PROCESS_HOOK = "process_hook"  # a policy hook matched (generic hook engine)
 
 
 def node_token(node: str) -> str:

@@ -17,6 +17,7 @@ enum ocellus_op {            /* values are wire format: never renumber, never re
 	OCELLUS_OP_CLONE = 3,
 	OCELLUS_OP_CGROUP_MKDIR = 4,
 	OCELLUS_OP_CGROUP_RMDIR = 5,
+	OCELLUS_OP_HOOK = 6,         /* a policy hook matched: lib/policy.h */
 };
 
 /* hdr.flags: why a field is missing or cut short. Never reuse a bit. */

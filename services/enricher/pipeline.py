@@ -77,6 +77,9 @@ class Pipeline:
             await self._release_children_of(rec.pid)
         elif kind == subjects.CGROUP_MKDIR:
             self.resolver.cgroup_created(rec.id, rec.path)
+        elif kind == subjects.PROCESS_HOOK:
+            # Not enriched yet (issue 4): counted, and skipped.
+            self.counters["hook_records_skipped"] += 1
         else:
             self.resolver.cgroup_removed(rec.id, rec.path)
 

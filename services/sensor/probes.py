@@ -1,4 +1,5 @@
-"""The process-lifecycle BPF programs: compile, attach, seed, count, detach."""
+"""The sensor's BPF object (process lifecycle + the generic hook engine):
+compile, attach, seed, count, detach."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from services.sensor.btf import sensor_cflags
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _BPF_NOEXIST = 1
+GENERIC_PROGRAM = b"ocellus_generic_tp"  # bpf/generic.bpf.c
 
 
 class ProbeError(OcellusError):
@@ -19,7 +21,10 @@ class ProbeError(OcellusError):
 
 
 class ProcessProbes:
-    """bpf/process.bpf.c loaded with BCC; tracepoints attach on load."""
+    """bpf/process.bpf.c (which includes generic.bpf.c) loaded with BCC: the
+    process tracepoints attach on load; the generic hook program is loaded
+    (verified) too, and attached to tracepoints later by
+    services.sensor.hooks.HookTable."""
 
     def __init__(
         self,
@@ -50,19 +55,21 @@ class ProcessProbes:
         cflags = [*self.cflags, *sensor_cflags()]
         try:
             self.bpf = BPF(src_file=str(self.source).encode(), cflags=cflags)
+            # Verified now, at start, rather than at the first policy.
+            self.bpf.load_func(GENERIC_PROGRAM, BPF.TRACEPOINT)
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             raise ProbeError(f"loading {self.source.name}: {e}") from e
 
     @property
     def ringbuf_fd(self) -> int:
-        return int(self.bpf["events"].map_fd)
+        return int(self.bpf[b"events"].map_fd)
 
     def seed_parents(self, proc: Path = Path("/proc")) -> int:
         """Record the parent of every process alive now, so that processes older
         than the sensor have a ppid; entries the kernel already wrote win."""
         from bcc import libbcc
 
-        procs = self.bpf["procs"]
+        procs = self.bpf[b"procs"]
         seeded = 0
         for entry in proc.iterdir():
             if not entry.name.isdigit():
@@ -83,7 +90,7 @@ class ProcessProbes:
         return seeded
 
     def kernel_counters(self) -> dict[str, int]:
-        stats = self.bpf["stats"]
+        stats = self.bpf[b"stats"]
         return {stat.name.lower(): int(sum(stats[ct.c_int(stat)])) for stat in KernelStat}
 
     def close(self) -> None:

@@ -22,11 +22,13 @@ from services.sensor.records import ArgLimits, RecordError, decode
 log = get_logger("ocellus.sensor.publisher")
 
 # Causal order within a batch: a container's cgroup exists before its
-# processes run in it, and is removed after they are gone.
+# processes run in it, and is removed after they are gone; a process's hook
+# events come after its exec and before its exit.
 PUBLISH_ORDER = (
     subjects.CGROUP_MKDIR,
     subjects.PROCESS_CLONE,
     subjects.PROCESS_EXEC,
+    subjects.PROCESS_HOOK,
     subjects.PROCESS_EXIT,
     subjects.CGROUP_RMDIR,
 )

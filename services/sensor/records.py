@@ -12,6 +12,7 @@ from typing import Any
 
 from schemas import subjects
 from schemas.raw import Op, RecordFlag
+from services.sensor.hook_records import decode_args
 
 RECORD_VERSION = 1  # OCELLUS_RECORD_VERSION
 COMM_LEN = 16
@@ -70,6 +71,22 @@ class Cgroup(ct.Structure):
     ]
 
 
+class HookFixed(ct.Structure):
+    """struct ocellus_hook_fixed (bpf/lib/policy.h); arg items follow it."""
+
+    _fields_ = [
+        ("hdr", Header),
+        ("hook_id", ct.c_uint32),
+        ("slot", ct.c_uint8),
+        ("selector", ct.c_uint8),
+        ("action", ct.c_uint8),
+        ("nargs", ct.c_uint8),
+        ("args_len", ct.c_uint16),
+        ("_pad", ct.c_uint16),
+        ("_pad2", ct.c_uint32),
+    ]
+
+
 class RecordError(ValueError):
     """A ring-buffer record the sensor cannot decode (a C/Python mismatch)."""
 
@@ -103,6 +120,7 @@ _EXEC = struct.Struct("<" + struct_format(ExecFixed))
 _EXIT = struct.Struct("<" + struct_format(Exit))
 _CLONE = struct.Struct("<" + struct_format(Clone))
 _CGROUP = struct.Struct("<" + struct_format(Cgroup))
+_HOOK = struct.Struct("<" + struct_format(HookFixed))
 
 
 def _header(f: tuple[Any, ...]) -> dict[str, Any]:
@@ -162,12 +180,25 @@ def decode_cgroup(data: bytes, _limits: ArgLimits) -> dict[str, Any]:
     return rec
 
 
+def decode_hook(data: bytes, _limits: ArgLimits) -> dict[str, Any]:
+    fields = _HOOK.unpack_from(data)
+    rec = _header(fields)
+    rec["hook_id"], rec["slot"], rec["selector"], rec["action"] = fields[11:15]
+    nargs, args_len = fields[15], fields[16]
+    try:
+        rec["args"] = decode_args(data[_HOOK.size : _HOOK.size + args_len], nargs)
+    except struct.error as e:
+        raise RecordError(f"process_hook args: {e}") from None
+    return rec
+
+
 DECODERS: dict[int, tuple[str, int, Callable[[bytes, ArgLimits], dict[str, Any]]]] = {
     Op.EXEC: (subjects.PROCESS_EXEC, _EXEC.size, decode_exec),
     Op.EXIT: (subjects.PROCESS_EXIT, _EXIT.size, decode_exit),
     Op.CLONE: (subjects.PROCESS_CLONE, _CLONE.size, decode_clone),
     Op.CGROUP_MKDIR: (subjects.CGROUP_MKDIR, _CGROUP.size, decode_cgroup),
     Op.CGROUP_RMDIR: (subjects.CGROUP_RMDIR, _CGROUP.size, decode_cgroup),
+    Op.HOOK: (subjects.PROCESS_HOOK, _HOOK.size, decode_hook),
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from schemas.raw import KernelStat, Op, RecordFlag
+from services.sensor import hook_records as hr
 from services.sensor import records
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -21,6 +22,14 @@ STRUCTS = {
     "ocellus_exit": records.Exit,
     "ocellus_clone": records.Clone,
     "ocellus_cgroup": records.Cgroup,
+    "ocellus_hook_fixed": records.HookFixed,
+    "ocellus_hook_key": hr.HookKey,
+    "ocellus_hook_arg": hr.HookArg,
+    "ocellus_hook_filter": hr.HookFilter,
+    "ocellus_hook_config": hr.HookConfig,
+    "ocellus_str_key": hr.StrKey,
+    "ocellus_hook_stats": hr.HookStats,
+    "ocellus_hook_item": hr.HookItem,
 }
 CONSTANTS = {
     "OCELLUS_RECORD_VERSION": records.RECORD_VERSION,
@@ -29,6 +38,21 @@ CONSTANTS = {
     **{f"OCELLUS_F_{flag.name}": flag.value for flag in RecordFlag},
     **{f"OCELLUS_STAT_{stat.name}": stat.value for stat in KernelStat},
     "OCELLUS_STAT_MAX": len(KernelStat),
+    "OCELLUS_HOOK_SLOTS": hr.HOOK_SLOTS,
+    "OCELLUS_HOOK_ARGS": hr.HOOK_ARGS,
+    "OCELLUS_HOOK_FILTERS": hr.HOOK_FILTERS,
+    "OCELLUS_HOOK_VALUES": hr.HOOK_VALUES,
+    "OCELLUS_HOOK_STR_MAX": hr.HOOK_STR_MAX,
+    "OCELLUS_HOOK_SOCKADDR_MAX": hr.HOOK_SOCKADDR_MAX,
+    "OCELLUS_STR_KEY_DATA": hr.STR_KEY_DATA,
+    "OCELLUS_STR_KEY_FIXED_BITS": hr.STR_KEY_FIXED_BITS,
+    "OCELLUS_HF_POST": hr.HF_POST,
+    "OCELLUS_AF_TRUNCATED": hr.AF_TRUNCATED,
+    "OCELLUS_AF_FAULT": hr.AF_FAULT,
+    **{f"OCELLUS_READ_{k.name}": k.value for k in hr.ReadKind},
+    **{f"OCELLUS_FOP_{k.name}": k.value for k in hr.FilterOp},
+    **{f"OCELLUS_FF_{k.name}": k.value for k in hr.FilterFlag},
+    **{f"OCELLUS_ACTION_{k.name}": k.value for k in hr.Action},
 }
 
 
@@ -38,6 +62,7 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
         "#include <stdio.h>",
         "#include <stddef.h>",
         '#include "lib/events.h"',
+        '#include "lib/policy.h"',
         "int main(void) {",
     ]
     for cname, pystruct in STRUCTS.items():
@@ -71,5 +96,7 @@ def test_struct_formats_match_the_ctypes_mirrors() -> None:
     """The struct formats the decoder uses have the ctypes mirrors' sizes."""
     import struct
 
-    for pystruct in STRUCTS.values():
+    decoded = (records.Header, records.ExecFixed, records.Exit, records.Clone, records.Cgroup,
+               records.HookFixed)  # fmt: skip
+    for pystruct in decoded:
         assert struct.calcsize("<" + records.struct_format(pystruct)) == ct.sizeof(pystruct)

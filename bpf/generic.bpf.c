@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The generic hook engine: ONE program, ocellus_generic_tp, attached to
+ * every tracepoint a policy hooks and configured by maps only (layouts in
+ * lib/policy.h). Adding a hook attaches this same program to one more
+ * tracepoint; changing a selector rewrites map entries: nothing is ever
+ * compiled or loaded again, and the program id stays the same.
+ *
+ * Per event: the tracepoint's common_type picks up to OCELLUS_HOOK_SLOTS
+ * configs; each reads its args out of the tracepoint record at the offsets
+ * tracefs gave, ANDs its filters, and the first matching slot of a hook
+ * decides (selectors are ORed, first match wins, as in Tetragon). Slots of
+ * other hooks on the same tracepoint are evaluated independently.
+ *
+ * Included at the end of process.bpf.c, whose ring buffer (`events`),
+ * counters, fill_header() and emit() it shares, and which declares its
+ * maps and their accessors (hook_config_get, ...): BCC rewrites map
+ * operations in the main file only. */
+#include "lib/policy.h"
+#include "lib/hook_scratch.h"
+
+static __always_inline __s64 read_int(void *src, __u8 size, int is_signed)
+{
+	switch (size) {
+	case 1: { __u8 v = 0; bpf_probe_read_kernel(&v, 1, src); return is_signed ? (__s8)v : v; }
+	case 2: { __u16 v = 0; bpf_probe_read_kernel(&v, 2, src); return is_signed ? (__s16)v : v; }
+	case 4: { __u32 v = 0; bpf_probe_read_kernel(&v, 4, src); return is_signed ? (__s32)v : v; }
+	default: { __s64 v = 0; bpf_probe_read_kernel(&v, 8, src); return v; }
+	}
+}
+
+/* A string read's result: its length without the NUL, or a fault. */
+static __always_inline void string_read(struct hook_scratch *s, long n)
+{
+	s->aflags = n >= OCELLUS_HOOK_STR_MAX ? OCELLUS_AF_TRUNCATED : 0;
+	if (n <= 0) {
+		s->aflags |= n < 0 ? OCELLUS_AF_FAULT : 0;
+		n = 1;
+	}
+	s->alen = n - 1;
+}
+
+/* One arg as an item at rec.data[s->pos]; advances s->pos past it.
+ * Each read kind leaves its result in map memory (alen, aflags) and the
+ * common tail reads it back: then every kind's path ends with the same
+ * registers and the verifier merges them (with the results in registers,
+ * each kind is a state of its own: 6 kinds ^ 6 args). */
+static __always_inline void read_arg(struct hook_scratch *s, void *ctx,
+				     struct ocellus_hook_arg *a, __u32 i)
+{
+	__u32 pos = s->pos;
+	struct ocellus_hook_item *item = (void *)&s->rec.data[pos & HOOK_DATA_MASK];
+	__u32 at = (pos + sizeof(*item)) & HOOK_DATA_MASK;
+	char *out = &s->rec.data[at];
+	void *src = ctx + a->offset;  /* u16: inside the tracepoint record */
+	void *ptr = NULL;
+
+	s->alen = 0;
+	s->aflags = OCELLUS_AF_FAULT;
+	switch (a->read) {
+	case OCELLUS_READ_INT:
+	case OCELLUS_READ_UINT: {
+		__s64 v = read_int(src, a->size, a->read == OCELLUS_READ_INT);
+		s->ival[i & HOOK_ARG_MASK] = v;
+		__builtin_memcpy(out, &v, sizeof(v));
+		s->alen = sizeof(v);
+		s->aflags = 0;
+		break;
+	}
+	case OCELLUS_READ_USER_STRING:
+		bpf_probe_read_kernel(&ptr, sizeof(ptr), src);
+		string_read(s, bpf_probe_read_user_str(out, OCELLUS_HOOK_STR_MAX, ptr));
+		break;
+	case OCELLUS_READ_KERNEL_STRING: {
+		__u32 loc = 0;
+		bpf_probe_read_kernel(&loc, sizeof(loc), src);
+		string_read(s, bpf_probe_read_kernel_str(out, OCELLUS_HOOK_STR_MAX,
+							 ctx + (loc & 0xFFFF)));
+		break;
+	}
+	case OCELLUS_READ_SOCKADDR:
+		/* sockaddr_in6 is 28 bytes, sockaddr_in 16: a 16-byte one at the
+		 * end of a page would fault at 28, so fall back. */
+		bpf_probe_read_kernel(&ptr, sizeof(ptr), src);
+		if (bpf_probe_read_user(out, OCELLUS_HOOK_SOCKADDR_MAX, ptr) == 0) {
+			s->alen = OCELLUS_HOOK_SOCKADDR_MAX;
+			s->aflags = 0;
+		} else if (bpf_probe_read_user(out, 16, ptr) == 0) {
+			s->alen = 16;
+			s->aflags = 0;
+		}
+		break;
+	case OCELLUS_READ_ADDRESS:
+		if (a->size == 16 && bpf_probe_read_kernel(out, 16, src) == 0) {
+			s->alen = 16;
+			s->aflags = 0;
+		} else if (a->size == 4 && bpf_probe_read_kernel(out, 4, src) == 0) {
+			s->alen = 4;
+			s->aflags = 0;
+		}
+		break;
+	}
+	__u32 n = *(volatile __u32 *)&s->alen & 511;
+	__u8 flags = *(volatile __u32 *)&s->aflags;
+	item->read = *(volatile __u8 *)&a->read;
+	item->flags = flags;
+	item->len = n;
+	s->soff[i & HOOK_ARG_MASK] = at;
+	s->slen[i & HOOK_ARG_MASK] = n;
+	if (flags & OCELLUS_AF_TRUNCATED)
+		s->rec.fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
+	if (flags & OCELLUS_AF_FAULT)
+		s->rec.fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
+	s->pos = pos + sizeof(*item) + n;
+}
+
+static __always_inline int cmp_one(__u8 op, int is_unsigned, __s64 v, __s64 x)
+{
+	switch (op) {
+	case OCELLUS_FOP_EQUAL:
+		return v == x;
+	case OCELLUS_FOP_MASK:
+		return (v & x) != 0;
+	case OCELLUS_FOP_GT:
+		return is_unsigned ? (__u64)v > (__u64)x : v > x;
+	case OCELLUS_FOP_LT:
+		return is_unsigned ? (__u64)v < (__u64)x : v < x;
+	}
+	return 0;
+}
+
+static __always_inline int int_filter(struct ocellus_hook_filter *f, __s64 v)
+{
+	int uns = f->flags & OCELLUS_FF_UNSIGNED;
+
+	if (f->op == OCELLUS_FOP_RANGE) {
+		for (int j = 0; j + 1 < OCELLUS_HOOK_VALUES; j += 2) {
+			if (j + 1 >= f->nvals)
+				break;
+			__s64 lo = f->vals[j], hi = f->vals[j + 1];
+			if (uns ? ((__u64)lo <= (__u64)v && (__u64)v <= (__u64)hi) : (lo <= v && v <= hi))
+				return 1;
+		}
+		return 0;
+	}
+	for (int j = 0; j < OCELLUS_HOOK_VALUES; j++) {
+		if (j >= f->nvals)
+			break;
+		if (cmp_one(f->op, uns, v, f->vals[j]))
+			return 1;
+	}
+	return 0;
+}
+
+/* String operators are answered by the str_match LPM trie, looked up with
+ * the arg plus its NUL, so that an Equal entry (stored with its NUL)
+ * matches only the whole string and a Prefix entry any string it starts.
+ * Postfix (the arg reversed, reverse = 1) is NOT in slice 1: a bounded
+ * byte-reversal loop inside the slot and filter loops took the verifier
+ * past its 1M-instruction limit; user space refuses Postfix for now. */
+static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hook_config *c,
+				      struct ocellus_hook_filter *f, __u32 fi)
+{
+	struct ocellus_str_key *k = &s->key;
+	__u32 a = f->arg & HOOK_ARG_MASK;
+	__u32 off = s->soff[a];
+	__u32 n = s->slen[a];
+	__u32 bytes;
+
+	k->hook_id = c->hook_id;
+	k->selector = c->selector;
+	k->filter = fi;
+	k->gen = c->gen;
+	k->reverse = 0;
+	bpf_probe_read_kernel(k->data, OCELLUS_STR_KEY_DATA, &s->rec.data[off & HOOK_DATA_MASK]);
+	if (n < OCELLUS_STR_KEY_DATA)
+		k->data[n & 255] = 0;  /* the next item overwrote the NUL */
+	bytes = n + 1;
+	if (bytes > OCELLUS_STR_KEY_DATA)
+		bytes = OCELLUS_STR_KEY_DATA;
+	k->prefixlen = OCELLUS_STR_KEY_FIXED_BITS + 8 * bytes;
+	return str_match_has(k);
+}
+
+/* The filters of a slot, ANDed. Each filter's result goes through map
+ * memory (s->hit), for the same reason as read_arg's. */
+static __always_inline int slot_matches(struct hook_scratch *s, struct ocellus_hook_config *c)
+{
+	for (__u32 fi = 0; fi < OCELLUS_HOOK_FILTERS; fi++) {
+		if (fi >= c->nfilters)
+			break;
+		struct ocellus_hook_filter *f = &c->filters[fi];
+		if (f->op >= OCELLUS_FOP_STR_EQUAL)
+			s->hit = str_filter(s, c, f, fi);
+		else
+			s->hit = int_filter(f, s->ival[f->arg & HOOK_ARG_MASK]);
+		__u32 hit = *(volatile __u32 *)&s->hit;
+		if (f->flags & OCELLUS_FF_NOT)
+			hit = !hit;
+		if (!hit)
+			return 0;
+	}
+	return 1;
+}
+
+/* Reads the slot's args, evaluates its filters; on a match posts and
+ * signals as configured. Returns 1 on a match. */
+static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
+				    struct ocellus_hook_config *c, __u32 slot)
+{
+	s->pos = 0;
+	s->rec.fixed.hdr.flags = 0;
+	for (__u32 i = 0; i < OCELLUS_HOOK_ARGS; i++) {
+		if (i >= c->nargs)
+			break;
+		read_arg(s, ctx, &c->args[i], i);
+	}
+	if (!slot_matches(s, c))
+		return 0;
+
+	__u32 hook_id = c->hook_id;
+	struct ocellus_hook_stats *st = hook_stats_get(hook_id);
+	if (st)
+		st->matched += 1;
+	if (c->flags & OCELLUS_HF_POST) {
+		struct ocellus_hook_fixed *fx = &s->rec.fixed;
+		__u16 flags = fx->hdr.flags;
+		fill_header(&fx->hdr, OCELLUS_OP_HOOK);
+		fx->hdr.flags = flags;
+		fx->hdr.ppid = 0;  /* the enricher knows the parent */
+		fx->hook_id = hook_id;
+		fx->slot = slot;
+		fx->selector = c->selector;
+		fx->action = c->action;
+		fx->nargs = c->nargs;
+		__u32 len = s->pos & HOOK_DATA_MASK;
+		fx->args_len = len;
+		if (emit(&s->rec, sizeof(*fx) + len) == 0 && st)
+			st->posted += 1;
+	}
+	/* After the record: it must say what happened even to a process that
+	 * never runs again. From sys_enter_* the process dies before the
+	 * syscall returns to user space, but the syscall itself completes. */
+	if (c->signal && bpf_send_signal(c->signal) == 0 && st)
+		st->signalled += 1;
+	return 1;
+}
+
+/* The body of ocellus_generic_tp (defined in process.bpf.c: BCC takes
+ * programs from the main file only). */
+static __always_inline int generic_tp(void *ctx)
+{
+	/* Which tracepoint fired: the cookie user space attached it with (its
+	 * tracefs id). common_type cannot be read: the kernel stores the
+	 * pt_regs pointer over the first 8 bytes of the context. */
+	__u32 tp_id = bpf_get_attach_cookie(ctx);
+	/* hook ids seen on this event, and whether one of their slots matched:
+	 * a hook's later slots are skipped once one matched, and a hook none
+	 * of whose slots matched counts one `filtered`. */
+	__u32 seen[OCELLUS_HOOK_SLOTS] = {};
+	__u8 hit[OCELLUS_HOOK_SLOTS] = {};
+
+	struct hook_scratch *s = hook_scratch_get();
+	if (!s)
+		return 0;
+	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
+		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
+		struct ocellus_hook_config *c = hook_config_get(&key);
+		if (!c)
+			continue;
+		__u32 id = c->hook_id;
+		int done = 0;
+		for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++)
+			if (j < slot && seen[j] == id && hit[j])
+				done = 1;
+		seen[slot] = id;
+		if (!done)
+			hit[slot] = run_slot(ctx, s, c, slot);
+		else
+			hit[slot] = 1;
+	}
+	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
+		__u32 id = seen[slot];
+		int first = 1, any = 0;
+		if (!id)
+			continue;
+		for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++) {
+			if (seen[j] != id)
+				continue;
+			if (j < slot)
+				first = 0;
+			any |= hit[j];
+		}
+		if (first && !any) {
+			struct ocellus_hook_stats *st = hook_stats_get(id);
+			if (st)
+				st->filtered += 1;
+		}
+	}
+	return 0;
+}

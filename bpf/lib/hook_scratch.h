@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The generic hook engine's per-CPU working memory (kernel side only). */
+#ifndef OCELLUS_HOOK_SCRATCH_H
+#define OCELLUS_HOOK_SCRATCH_H
+
+#include "policy.h"
+
+/* Arg items are written at `pos` masked to HOOK_DATA_MASK so that the
+ * verifier can bound every write; the room after the mask takes the
+ * largest item. Six items of at most 4 + 256 bytes fit below the mask. */
+#define HOOK_DATA_MASK 2047
+#define HOOK_DATA_SIZE (HOOK_DATA_MASK + 1 + sizeof(struct ocellus_hook_item) + OCELLUS_HOOK_STR_MAX)
+#define HOOK_ARG_MASK 7  /* OCELLUS_HOOK_ARGS rounded up to a power of two, minus one */
+
+struct hook_record {
+	struct ocellus_hook_fixed fixed;
+	char data[HOOK_DATA_SIZE];
+};
+
+/* Too big for the 512-byte stack; and values kept here are opaque to the
+ * verifier, which keeps the number of states it explores small. */
+struct hook_scratch {
+	struct hook_record rec;
+	struct ocellus_str_key key;
+	__s64 ival[HOOK_ARG_MASK + 1];  /* each arg's integer value */
+	__u32 soff[HOOK_ARG_MASK + 1];  /* where each arg's data starts in rec.data */
+	__u32 slen[HOOK_ARG_MASK + 1];  /* string bytes, without the NUL */
+	/* Bytes of items written. In map memory, not a register: the verifier
+	 * knows nothing of it, so the paths through each arg's read kind merge
+	 * (in a register, every kind's length would be a state of its own:
+	 * 6 kinds ^ 6 args). */
+	__u32 pos;
+	__u32 alen;                     /* the arg being read: its bytes, or < 0: fault */
+	__u32 aflags;                   /* and its OCELLUS_AF_* */
+	__u32 hit;                      /* the filter being evaluated matched (same reason) */
+};
+
+#endif /* OCELLUS_HOOK_SCRATCH_H */

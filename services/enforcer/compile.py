@@ -1,0 +1,173 @@
+"""Selectors of a planned hook → the slot configs the sensor's generic hook
+engine evaluates (services/sensor/hook_records.py).
+
+Slice 1 compiles matchArgs with Equal/NotEqual (strings and integers),
+Prefix/NotPrefix, Mask, GT, LT, InRange/NotInRange, and matchActions
+Post/NoPost/Sigkill/Signal. Everything else a selector may hold is refused
+with its path and "not supported yet": a filter is never silently dropped.
+"""
+
+from __future__ import annotations
+
+from schemas.policy import ArgSelector, PolicyError, Problem, Selector, resolve_match_index
+from schemas.policy.hooks import AnyHook
+from schemas.policy.values import parse_int, parse_range
+from services.enforcer.plan import INT, KERNEL_STRING, UINT, USER_STRING, PlannedHook
+from services.sensor.hook_records import (
+    HOOK_FILTERS,
+    HOOK_SLOTS,
+    HOOK_VALUES,
+    STR_KEY_DATA,
+    Action,
+    FilterConfig,
+    FilterFlag,
+    FilterOp,
+    SlotConfig,
+)
+
+_INT_OPS = {
+    "Equal": (FilterOp.EQUAL, FilterFlag(0)),
+    "NotEqual": (FilterOp.EQUAL, FilterFlag.NOT),
+    "Mask": (FilterOp.MASK, FilterFlag(0)),
+    "GT": (FilterOp.GT, FilterFlag(0)),
+    "LT": (FilterOp.LT, FilterFlag(0)),
+    "InRange": (FilterOp.RANGE, FilterFlag(0)),
+    "NotInRange": (FilterOp.RANGE, FilterFlag.NOT),
+}
+_STR_OPS = {
+    "Equal": (FilterOp.STR_EQUAL, FilterFlag(0)),
+    "NotEqual": (FilterOp.STR_EQUAL, FilterFlag.NOT),
+    "Prefix": (FilterOp.STR_PREFIX, FilterFlag(0)),
+    "NotPrefix": (FilterOp.STR_PREFIX, FilterFlag.NOT),
+}
+_SIGKILL = 9
+_UNSUPPORTED_FIELDS = (
+    ("match_pids", "matchPIDs"),
+    ("match_return_args", "matchReturnArgs"),
+    ("match_binaries", "matchBinaries"),
+    ("match_parent_binaries", "matchParentBinaries"),
+    ("match_namespaces", "matchNamespaces"),
+    ("match_namespace_changes", "matchNamespaceChanges"),
+    ("match_capabilities", "matchCapabilities"),
+    ("match_capability_changes", "matchCapabilityChanges"),
+    ("match_return_actions", "matchReturnActions"),
+)
+
+
+class _Unsupported(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+def compile_selectors(policy: str, planned: PlannedHook, hook: AnyHook) -> list[SlotConfig]:
+    """One SlotConfig per selector of ``hook`` (one Post slot when it has none).
+    A PolicyError lists every part the kernel side cannot evaluate yet."""
+    selectors: list[Selector] = list(getattr(hook, "selectors", []) or [])
+    if not selectors:
+        return [SlotConfig(selector=0)]
+    problems: list[Problem] = []
+    if len(selectors) > HOOK_SLOTS:
+        problems.append(
+            Problem(
+                f"{planned.path}.selectors",
+                f"{len(selectors)} selectors: at most {HOOK_SLOTS} per hook are supported yet",
+            )
+        )
+    slots = []
+    for i, selector in enumerate(selectors[:HOOK_SLOTS]):
+        path = f"{planned.path}.selectors[{i}]"
+        try:
+            slots.append(_selector(path, i, selector, planned, hook))
+        except _Unsupported as e:
+            problems.append(Problem(e.path, e.message))
+    if problems:
+        raise PolicyError(policy, problems)
+    return slots
+
+
+def _selector(
+    path: str, index: int, selector: Selector, planned: PlannedHook, hook: AnyHook
+) -> SlotConfig:
+    for attr, name in _UNSUPPORTED_FIELDS:
+        if getattr(selector, attr):
+            raise _Unsupported(f"{path}.{name}", f"{name} is not supported yet")
+    if len(selector.match_args) > HOOK_FILTERS:
+        raise _Unsupported(f"{path}.matchArgs", f"at most {HOOK_FILTERS} filters per selector")
+    filters = tuple(
+        _filter(f"{path}.matchArgs[{j}]", f, planned, hook)
+        for j, f in enumerate(selector.match_args)
+    )
+    action, post, signal = Action.POST, True, 0
+    for j, act in enumerate(selector.match_actions):
+        where = f"{path}.matchActions[{j}]"
+        if act.rate_limit:
+            raise _Unsupported(f"{where}.rateLimit", "rateLimit is not supported yet")
+        if act.action == "Post":
+            continue
+        if act.action == "NoPost":
+            post = False
+            if action == Action.POST:
+                action = Action.NOPOST
+        elif act.action in ("Sigkill", "Signal") and not signal:
+            signal = _SIGKILL if act.action == "Sigkill" else (act.arg_sig or 0)
+            if not signal:
+                raise _Unsupported(f"{where}.argSig", "Signal needs argSig (1..64)")
+            action = Action.SIGKILL if act.action == "Sigkill" else Action.SIGNAL
+        else:
+            raise _Unsupported(f"{where}.action", f"action {act.action} is not supported yet")
+    return SlotConfig(index, filters, action, post, signal)
+
+
+def _filter(path: str, f: ArgSelector, planned: PlannedHook, hook: AnyHook) -> FilterConfig:
+    if f.args is not None:
+        if len(f.args) != 1:
+            raise _Unsupported(f"{path}.args", "filters over several args are not supported yet")
+        position = f.args[0]
+    else:
+        try:
+            position = resolve_match_index(hook, f.index)
+        except ValueError as e:
+            raise _Unsupported(f"{path}.index", str(e)) from None
+    if position >= len(planned.args):
+        raise _Unsupported(f"{path}.index", f"index {f.index} names no declared arg")
+    read = planned.args[position].read
+    if read in (USER_STRING, KERNEL_STRING):
+        return _string_filter(path, f, position)
+    if read in (INT, UINT):
+        return _int_filter(path, f, position, unsigned=read == UINT)
+    raise _Unsupported(f"{path}.operator", f"filters on {read} args are not supported yet")
+
+
+def _string_filter(path: str, f: ArgSelector, position: int) -> FilterConfig:
+    if f.operator not in _STR_OPS:
+        raise _Unsupported(
+            f"{path}.operator", f"operator {f.operator} on strings is not supported yet"
+        )
+    op, flags = _STR_OPS[f.operator]
+    room = STR_KEY_DATA - (1 if op == FilterOp.STR_EQUAL else 0)
+    values = tuple(v.encode() for v in f.values)
+    for k, v in enumerate(values):
+        if len(v) > room:
+            raise _Unsupported(
+                f"{path}.values[{k}]", f"{len(v)} bytes: at most {room} are matched in the kernel"
+            )
+    return FilterConfig(position, op, flags, strings=values)
+
+
+def _int_filter(path: str, f: ArgSelector, position: int, *, unsigned: bool) -> FilterConfig:
+    if f.operator not in _INT_OPS:
+        raise _Unsupported(
+            f"{path}.operator", f"operator {f.operator} on integers is not supported yet"
+        )
+    op, flags = _INT_OPS[f.operator]
+    if unsigned:
+        flags |= FilterFlag.UNSIGNED
+    ints: list[int] = []
+    for v in f.values:
+        ints.extend(parse_range(v) if op == FilterOp.RANGE else (parse_int(v),))
+    if len(ints) > HOOK_VALUES:
+        raise _Unsupported(
+            f"{path}.values", f"at most {HOOK_VALUES} integers per filter in the kernel yet"
+        )
+    return FilterConfig(position, op, flags, ints=tuple(ints))

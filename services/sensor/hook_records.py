@@ -1,0 +1,253 @@
+"""The generic hook engine's side of bpf/lib/policy.h: its enums, ctypes
+mirrors of the map keys and values (checked against the C compiler by
+tests/sensor/test_layout.py), what a slot is configured with, and the
+decoding of OCELLUS_OP_HOOK records."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import enum
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+HOOK_SLOTS = 4
+HOOK_ARGS = 6
+HOOK_FILTERS = 5
+HOOK_VALUES = 8
+HOOK_STR_MAX = 256
+HOOK_SOCKADDR_MAX = 28
+STR_KEY_DATA = 248
+STR_KEY_FIXED_BITS = 64
+
+
+class ReadKind(enum.IntEnum):
+    """enum ocellus_read; names are services/enforcer/plan.py's read kinds."""
+
+    INT = 1
+    UINT = 2
+    USER_STRING = 3
+    KERNEL_STRING = 4
+    SOCKADDR = 5
+    ADDRESS = 6
+
+
+class FilterOp(enum.IntEnum):
+    """enum ocellus_filter_op."""
+
+    EQUAL = 1
+    MASK = 2
+    GT = 3
+    LT = 4
+    RANGE = 5
+    STR_EQUAL = 6
+    STR_PREFIX = 7
+    STR_POSTFIX = 8
+
+
+class FilterFlag(enum.IntFlag):
+    NOT = 1 << 0
+    UNSIGNED = 1 << 1
+
+
+class Action(enum.IntEnum):
+    """enum ocellus_action."""
+
+    POST = 1
+    NOPOST = 2
+    SIGKILL = 3
+    SIGNAL = 4
+
+
+HF_POST = 1 << 0
+AF_TRUNCATED = 1 << 0
+AF_FAULT = 1 << 1
+
+
+class HookKey(ct.Structure):
+    _fields_ = [("tp_id", ct.c_uint32), ("slot", ct.c_uint32)]
+
+
+class HookArg(ct.Structure):
+    _fields_ = [("offset", ct.c_uint16), ("size", ct.c_uint8), ("read", ct.c_uint8)]
+
+
+class HookFilter(ct.Structure):
+    _fields_ = [
+        ("arg", ct.c_uint8),
+        ("op", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("nvals", ct.c_uint8),
+        ("_pad", ct.c_uint32),
+        ("vals", ct.c_int64 * HOOK_VALUES),
+    ]
+
+
+class HookConfig(ct.Structure):
+    _fields_ = [
+        ("hook_id", ct.c_uint32),
+        ("selector", ct.c_uint8),
+        ("nargs", ct.c_uint8),
+        ("nfilters", ct.c_uint8),
+        ("action", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("gen", ct.c_uint8),
+        ("_pad", ct.c_uint16),
+        ("signal", ct.c_uint32),
+        ("args", HookArg * HOOK_ARGS),
+        ("filters", HookFilter * HOOK_FILTERS),
+    ]
+
+
+class StrKey(ct.Structure):
+    _fields_ = [
+        ("prefixlen", ct.c_uint32),
+        ("hook_id", ct.c_uint32),
+        ("selector", ct.c_uint8),
+        ("filter", ct.c_uint8),
+        ("reverse", ct.c_uint8),
+        ("gen", ct.c_uint8),
+        ("data", ct.c_char * STR_KEY_DATA),
+    ]
+
+
+class HookStats(ct.Structure):
+    _fields_ = [
+        ("matched", ct.c_uint64),
+        ("posted", ct.c_uint64),
+        ("signalled", ct.c_uint64),
+        ("filtered", ct.c_uint64),
+    ]
+
+
+class HookItem(ct.Structure):
+    _fields_ = [("read", ct.c_uint8), ("flags", ct.c_uint8), ("len", ct.c_uint16)]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterConfig:
+    """One matchArgs filter, as the kernel evaluates it."""
+
+    arg: int  # position in the hook's args
+    op: FilterOp
+    flags: FilterFlag = FilterFlag(0)  # noqa: RUF009 - an immutable enum value
+    ints: tuple[int, ...] = ()  # integer ops (RANGE: lo, hi pairs)
+    strings: tuple[bytes, ...] = ()  # string ops: str_match entries
+
+
+@dataclass(frozen=True, slots=True)
+class SlotConfig:
+    """One (hook, selector) pair: its filters (ANDed) and what a match does."""
+
+    selector: int
+    filters: tuple[FilterConfig, ...] = ()
+    action: Action = Action.POST
+    post: bool = True
+    signal: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ArgLayout:
+    """Where one arg is in the tracepoint record and how to read it."""
+
+    offset: int
+    size: int
+    read: ReadKind
+
+
+def config_value(
+    hook_id: int, args: tuple[ArgLayout, ...], slot: SlotConfig, gen: int
+) -> HookConfig:
+    """The hook_config value of one slot."""
+    cfg = HookConfig()
+    cfg.hook_id = hook_id
+    cfg.selector = slot.selector
+    cfg.nargs = len(args)
+    cfg.nfilters = len(slot.filters)
+    cfg.action = slot.action
+    cfg.flags = HF_POST if slot.post else 0
+    cfg.gen = gen
+    cfg.signal = slot.signal
+    for i, arg in enumerate(args):
+        cfg.args[i] = HookArg(arg.offset, arg.size, arg.read)
+    for i, f in enumerate(slot.filters):
+        hf = cfg.filters[i]
+        hf.arg, hf.op, hf.flags, hf.nvals = f.arg, f.op, f.flags, len(f.ints)
+        for j, v in enumerate(f.ints):
+            # u64 values above 2**63 travel as their two's complement
+            hf.vals[j] = v - 2**64 if v >= 2**63 else v
+    return cfg
+
+
+def str_keys(hook_id: int, slot: SlotConfig, gen: int) -> list[StrKey]:
+    """The str_match entries of a slot's string filters."""
+    keys = []
+    for fi, f in enumerate(slot.filters):
+        for value in f.strings:
+            data = value[::-1] if f.op == FilterOp.STR_POSTFIX else value
+            if f.op == FilterOp.STR_EQUAL:
+                data += b"\0"
+            key = StrKey()
+            key.prefixlen = STR_KEY_FIXED_BITS + 8 * len(data)
+            key.hook_id, key.selector, key.filter = hook_id, slot.selector, fi
+            key.reverse = int(f.op == FilterOp.STR_POSTFIX)
+            key.gen = gen
+            ct.memmove(ct.addressof(key) + StrKey.data.offset, data, len(data))
+            keys.append(key)
+    return keys
+
+
+# -- decoding OCELLUS_OP_HOOK records -------------------------------------------
+
+_ITEM = struct.Struct("<BBH")
+_FAMILIES: dict[int, str] = {
+    int(socket.AF_INET): "AF_INET",
+    int(socket.AF_INET6): "AF_INET6",
+    int(socket.AF_UNIX): "AF_UNIX",
+}
+
+
+def decode_sockaddr(raw: bytes) -> dict[str, Any]:
+    """{"family", "addr", "port"} of a struct sockaddr as read from user memory."""
+    if len(raw) < 2:
+        return {"family": "AF_UNSPEC", "addr": "", "port": 0}
+    family = int.from_bytes(raw[:2], "little")
+    name = _FAMILIES.get(family, str(family))
+    if family == socket.AF_INET and len(raw) >= 8:
+        addr = str(ipaddress.IPv4Address(raw[4:8]))
+        return {"family": name, "addr": addr, "port": int.from_bytes(raw[2:4], "big")}
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        addr = str(ipaddress.IPv6Address(raw[8:24]))
+        return {"family": name, "addr": addr, "port": int.from_bytes(raw[2:4], "big")}
+    if family == socket.AF_UNIX:
+        path = raw[2:].split(b"\0", 1)[0]
+        return {"family": name, "addr": path.decode("utf-8", "backslashreplace"), "port": 0}
+    return {"family": name, "addr": "", "port": 0}
+
+
+def decode_args(data: bytes, nargs: int) -> list[Any]:
+    """The typed values of a record's arg items: int, str, sockaddr dict, or None
+    for an arg that could not be read (hdr.flags has ARGS_FAULT)."""
+    out: list[Any] = []
+    pos = 0
+    for _ in range(nargs):
+        read, flags, length = _ITEM.unpack_from(data, pos)
+        raw = data[pos + _ITEM.size : pos + _ITEM.size + length]
+        pos += _ITEM.size + length
+        if flags & AF_FAULT:
+            out.append(None)
+        elif read == ReadKind.INT:
+            out.append(int.from_bytes(raw, "little", signed=True))
+        elif read == ReadKind.UINT:
+            out.append(int.from_bytes(raw, "little"))
+        elif read in (ReadKind.USER_STRING, ReadKind.KERNEL_STRING):
+            out.append(raw.decode("utf-8", "backslashreplace"))
+        elif read == ReadKind.SOCKADDR:
+            out.append(decode_sockaddr(raw))
+        elif read == ReadKind.ADDRESS:
+            out.append(str(ipaddress.ip_address(raw)) if len(raw) in (4, 16) else None)
+        else:
+            out.append(None)
+    return out

@@ -1,0 +1,328 @@
+"""The generic hook engine against the real kernel: the sensor's BPF object
+loaded in this process, hooks placed with HookTable, records read from the
+real ring buffer and decoded as the sensor does."""
+
+from __future__ import annotations
+
+import mmap
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import subjects
+from schemas.policy import PolicyError, load_policy
+from schemas.raw import RawHook
+from services.enforcer.compile import compile_selectors
+from services.enforcer.plan import PlannedHook, plan_hooks
+from services.sensor.hook_records import Action, FilterConfig, FilterFlag, FilterOp, SlotConfig
+from services.sensor.hooks import HookTable
+from services.sensor.mounts import TRACEFS, ensure_mounted
+from services.sensor.probes import GENERIC_PROGRAM, ProcessProbes
+from services.sensor.reader import RingBuffer
+from services.sensor.records import RecordError, decode
+from tests.conftest import require_root
+
+PAGES = 256
+NO_KPROBES = {"kprobes": "absent", "bpf_lsm": "absent", "uprobes": "absent"}
+
+
+def policy(spec: str) -> Any:
+    return load_policy(
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: p}\nspec:\n" + spec
+    )
+
+
+OPENAT = """  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_openat
+    args: [{index: 6, type: string}, {index: 7, type: int}]
+"""
+SETUID = """  tracepoints:
+  - subsystem: syscalls
+    event: sys_enter_setuid
+    args: [{index: 5, type: uint32}]
+"""
+
+
+class Engine:
+    """The loaded object, its hook table and a reader of its ring buffer."""
+
+    def __init__(self, probes: ProcessProbes) -> None:
+        self.probes = probes
+        self.table = HookTable(probes.bpf)
+        self.ring = RingBuffer(probes.ringbuf_fd, PAGES * mmap.PAGESIZE)
+        self.hooks: list[dict[str, Any]] = []
+
+    def plan(self, spec: str) -> tuple[PlannedHook, Any]:
+        p = policy(spec)
+        [planned] = plan_hooks("p", p.spec, NO_KPROBES)
+        return planned, p.spec.tracepoints[0]
+
+    def drain(self) -> None:
+        while batch := self.ring.take(4096):
+            for data in batch:
+                try:
+                    kind, rec = decode(data)
+                except RecordError:
+                    continue
+                if kind == subjects.PROCESS_HOOK:
+                    self.hooks.append(rec)
+
+    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 2.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.drain()
+            found = [r for r in self.hooks if pred(r)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
+    def prog_id(self) -> int:
+        fd = self.probes.bpf.funcs[GENERIC_PROGRAM].fd
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        return int(next(ln for ln in info.splitlines() if ln.startswith("prog_id:")).split()[1])
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    require_root()
+    ensure_mounted("tracefs", TRACEFS)
+    probes = ProcessProbes(ringbuf_pages=PAGES, args_max=4096, procs_max=4096, wakeup_bytes=4096)
+    probes.load()
+    eng = Engine(probes)
+    yield eng
+    eng.table.close()
+    eng.ring.close()
+    probes.close()
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, capture_output=True, check=False, timeout=10)
+
+
+def prefix(value: str, negate: bool = False) -> SlotConfig:
+    flags = FilterFlag.NOT if negate else FilterFlag(0)
+    return SlotConfig(0, (FilterConfig(0, FilterOp.STR_PREFIX, flags, strings=(value.encode(),)),))
+
+
+def opened(path: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: r["comm"] == "cat" and r["args"][0] == path
+
+
+def test_hook_prefix_reports_matching_opens_only(engine: Engine, tmp_path: Path) -> None:
+    """A Prefix /etc/ filter reports `cat /etc/hostname` (pid, path) and not `cat /tmp/x`."""
+    planned, _ = engine.plan(OPENAT)
+    hook_id = engine.table.attach(planned, [prefix("/etc/")])
+    other = tmp_path / "x"
+    other.write_text("x")
+    try:
+        run("cat", str(other))
+        proc = subprocess.Popen(["cat", "/etc/hostname"], stdout=subprocess.DEVNULL)
+        proc.wait()
+        [rec] = engine.wait(opened("/etc/hostname"))[:1]
+        assert rec["pid"] == proc.pid and rec["hook_id"] == hook_id
+        assert rec["action"] == Action.POST
+        RawHook.model_validate(rec)
+        assert not [r for r in engine.hooks if r["args"][0] == str(other)]
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_update_flips_without_a_new_program(engine: Engine, tmp_path: Path) -> None:
+    """Changing the Prefix to the tmp dir (maps only) flips what is reported within a
+    second, with the same program id."""
+    planned, _ = engine.plan(OPENAT)
+    target = tmp_path / "flip"
+    target.write_text("x")
+    prog = engine.prog_id()
+    hook_id = engine.table.attach(planned, [prefix("/etc/")])
+    try:
+        run("cat", "/etc/hostname")
+        assert engine.wait(opened("/etc/hostname"))
+        engine.table.update(hook_id, [prefix(str(tmp_path))])
+        engine.hooks.clear()
+        started = time.monotonic()
+        run("cat", str(target))
+        run("cat", "/etc/hostname")
+        assert engine.wait(opened(str(target)), timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        assert not [r for r in engine.hooks if r["hook_id"] == hook_id and "/etc/" in r["args"][0]]
+        assert engine.prog_id() == prog
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_not_prefix_and_equal(engine: Engine, tmp_path: Path) -> None:
+    """NotPrefix reports what does not start with the value; Equal only the exact path."""
+    planned, _ = engine.plan(OPENAT)
+    keep = tmp_path / "keep"
+    keep.write_text("x")
+    hook_id = engine.table.attach(
+        planned,
+        [
+            SlotConfig(
+                0,
+                (
+                    FilterConfig(0, FilterOp.STR_PREFIX, FilterFlag.NOT, strings=(b"/etc/",)),
+                    FilterConfig(0, FilterOp.STR_EQUAL, strings=(str(keep).encode(),)),
+                ),
+            )
+        ],
+    )
+    try:
+        run("cat", "/etc/hostname")
+        run("cat", str(keep) + "x")
+        run("cat", str(keep))
+        assert engine.wait(opened(str(keep)))
+        assert not [
+            r for r in engine.hooks if r["hook_id"] == hook_id and r["args"][0] != str(keep)
+        ]
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_int_equal_on_setuid(engine: Engine) -> None:
+    """An Equal filter on setuid's uid reports setuid(4242) and not setuid(0)."""
+    planned, _ = engine.plan(SETUID)
+    hook_id = engine.table.attach(
+        planned, [SlotConfig(0, (FilterConfig(0, FilterOp.EQUAL, FilterFlag.UNSIGNED, (4242,)),))]
+    )
+    code = "import os,sys; os.setuid(int(sys.argv[1]))"
+    try:
+        run(sys.executable, "-c", code, "0")
+        run(sys.executable, "-c", code, "4242")
+        found = engine.wait(lambda r: r["hook_id"] == hook_id)
+        assert [r["args"] for r in found] == [[4242]]
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_nopost_counts_without_records(engine: Engine, tmp_path: Path) -> None:
+    """NoPost counts the match in hook_stats and writes no record."""
+    planned, _ = engine.plan(OPENAT)
+    target = tmp_path / "quiet"
+    target.write_text("x")
+    cfg = prefix(str(target))
+    quiet = SlotConfig(0, cfg.filters, Action.NOPOST, post=False)
+    hook_id = engine.table.attach(planned, [quiet])
+    try:
+        run("cat", str(target))
+        time.sleep(0.2)
+        engine.drain()
+        assert not [r for r in engine.hooks if r["hook_id"] == hook_id]
+        stats = engine.table.stats(hook_id)
+        assert stats["matched"] >= 1 and stats["posted"] == 0 and stats["filtered"] > 0
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_sigkill_kills_the_opener_only(engine: Engine, tmp_path: Path) -> None:
+    """Sigkill on a marker path: `cat marker` dies by SIGKILL, `cat other` is untouched."""
+    planned, _ = engine.plan(OPENAT)
+    marker = tmp_path / "marker"
+    marker.write_text("secret")
+    kill = SlotConfig(0, prefix(str(marker)).filters, Action.SIGKILL, post=True, signal=9)
+    hook_id = engine.table.attach(planned, [kill])
+    try:
+        killed = run("cat", str(marker))
+        assert killed.returncode == -9 and killed.stdout == b""
+        assert run("cat", "/etc/hostname").returncode == 0
+        [rec] = engine.wait(opened(str(marker)))[:1]
+        assert rec["action"] == Action.SIGKILL
+        assert engine.table.stats(hook_id)["signalled"] >= 1
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_detach_stops_events(engine: Engine, tmp_path: Path) -> None:
+    """After detach, matching opens are no longer reported."""
+    planned, _ = engine.plan(OPENAT)
+    target = tmp_path / "gone"
+    target.write_text("x")
+    hook_id = engine.table.attach(planned, [prefix(str(target))])
+    run("cat", str(target))
+    assert engine.wait(opened(str(target)))
+    engine.table.detach(hook_id)
+    engine.hooks.clear()
+    run("cat", str(target))
+    time.sleep(0.2)
+    engine.drain()
+    assert not engine.hooks
+    assert planned.tracepoint.id not in engine.table.attached()
+
+
+def test_compiled_policy_posts_and_kills(engine: Engine, tmp_path: Path) -> None:
+    """A TracingPolicy compiled end to end: selector 0 kills on one path, selector 1 posts."""
+    marker, seen = tmp_path / "m", tmp_path / "s"
+    marker.write_text("x")
+    seen.write_text("x")
+    spec = OPENAT + (
+        "    selectors:\n"
+        f"    - matchArgs: [{{index: 6, operator: Prefix, values: ['{marker}']}}]\n"
+        "      matchActions: [{action: Sigkill}]\n"
+        f"    - matchArgs: [{{index: 0, operator: Equal, values: ['{seen}']}}]\n"
+    )
+    planned, hook = engine.plan(spec)
+    hook_id = engine.table.attach(planned, compile_selectors("p", planned, hook))
+    try:
+        assert run("cat", str(marker)).returncode == -9
+        assert run("cat", str(seen)).returncode == 0
+        assert engine.wait(lambda r: r["hook_id"] == hook_id and r["selector"] == 1)
+    finally:
+        engine.table.detach(hook_id)
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        (
+            "matchBinaries: [{operator: In, values: [/bin/cat]}]",
+            "matchBinaries is not supported yet",
+        ),
+        ("matchPIDs: [{operator: In, values: [1]}]", "matchPIDs is not supported yet"),
+        (
+            "matchArgs: [{index: 6, operator: Postfix, values: [.so]}]",
+            "operator Postfix on strings is not supported yet",
+        ),
+        (
+            "matchActions: [{action: FollowFD, argFd: 0, argName: 1}]",
+            "action FollowFD is not supported",
+        ),
+        (
+            "matchArgs: [{index: 7, operator: InRange, values: ['1:2','3:4','5:6','7:8','9:10']}]",
+            "at most 8 integers",
+        ),
+    ],
+    ids=["binaries", "pids", "postfix", "followfd", "too-many-ints"],
+)
+def test_compile_selectors_refuses_what_the_kernel_cannot_do_yet(
+    selector: str, message: str
+) -> None:
+    """Unsupported selector parts are errors naming the selector path, never ignored."""
+    ensure_mounted("tracefs", TRACEFS)
+    p = policy(OPENAT + f"    selectors:\n    - {selector}\n")
+    [planned] = plan_hooks("p", p.spec, NO_KPROBES)
+    with pytest.raises(PolicyError, match=message) as e:
+        compile_selectors("p", planned, p.spec.tracepoints[0])
+    assert "spec.tracepoints[0].selectors[0]" in str(e.value)
+
+
+def test_compile_selectors_index_semantics() -> None:
+    """matchArgs index 6 (format field) and 0 (spec-arg position) both name `filename`."""
+    ensure_mounted("tracefs", TRACEFS)
+    for index in (6, 0):
+        p = policy(
+            OPENAT + f"    selectors:\n    - matchArgs: [{{index: {index}, operator: NotEqual, "
+            "values: [/a, /b]}]\n"
+        )
+        [planned] = plan_hooks("p", p.spec, NO_KPROBES)
+        [slot] = compile_selectors("p", planned, p.spec.tracepoints[0])
+        [f] = slot.filters
+        assert (f.arg, f.op, f.flags, f.strings) == (
+            0, FilterOp.STR_EQUAL, FilterFlag.NOT, (b"/a", b"/b"),
+        )  # fmt: skip
