@@ -18,6 +18,7 @@ test: setup
 bench: setup
 	$(PY) -m benchmarks.exec_storm $(BENCH_ARGS)
 	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.exporter_json
 	$(PY) -m benchmarks.exporter_otlp
 
 check: setup

@@ -47,6 +47,15 @@ def status_all() -> str:
     return f"{PREFIX}.status.>"
 
 
+def deadletter(sink: str) -> str:
+    """Where the exporter puts what sink ``sink`` could not take."""
+    return f"{PREFIX}.deadletter.{node_token(sink)}"
+
+
+def deadletter_all() -> str:
+    return f"{PREFIX}.deadletter.>"
+
+
 def control(service: str, node: str, verb: str) -> str:
     return f"{PREFIX}.ctl.{service}.{node_token(node)}.{verb}"
 

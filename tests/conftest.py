@@ -20,7 +20,14 @@ from nats.aio.client import Client as NATS
 from schemas import codec
 from services.common.natsserver import EmbeddedNats
 
-pytest_plugins = ["tests.docker_fixtures"]
+# Real receivers and daemons, as fixtures: dockerd + image, an OTLP gRPC/HTTP
+# endpoint, HEC and _bulk servers, rsyslog.
+pytest_plugins = [
+    "tests.docker_fixtures",
+    "tests.otlp_receiver",
+    "tests.http_receivers",
+    "tests.rsyslog_fixture",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="embedded NATS + all services + live events")
     up.add_argument("-o", "--output", choices=["compact", "json"])
     up.add_argument("--state-dir", help="where NATS keeps its data (env OCELLUS_STATE_DIR)")
+    up.add_argument(
+        "--exporter-config",
+        type=Path,
+        metavar="FILE",
+        help="also run the exporter with this config (e.g. deploy/exporter.yaml)",
+    )
 
     events = sub.add_parser("events", parents=[common], help="print events from a running bus")
     events.add_argument("-o", "--output", choices=["compact", "json"])
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # An explicit URL (flag, env or config file) means "use that NATS".
             url = settings.nats_url if "nats_url" in settings.model_fields_set else None
-            return asyncio.run(run_up(settings, nats_url=url))
+            return asyncio.run(run_up(settings, nats_url=url, exporter_config=args.exporter_config))
         if args.command == "events":
             printer = EventPrinter(output=settings.output, event_filter=_filter(args))
             if args.file is not None:

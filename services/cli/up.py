@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -19,6 +20,7 @@ from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import get_logger
 from services.common.natsserver import EmbeddedNats, NatsServerError, die_with_parent
+from services.exporter.config import load_config
 
 log = get_logger("ocellus.up")
 
@@ -28,8 +30,9 @@ class ServiceStartError(OcellusError):
 
 
 # Services that exist, in start order (stopped in reverse): consumers first,
-# so nothing the sensor publishes at start is missed.
-SERVICES = ("enricher", "sensor")
+# so nothing the sensor publishes at start is missed. The exporter runs only
+# when given its config file (`--exporter-config`).
+SERVICES = ("enricher", "exporter", "sensor")
 
 
 async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
@@ -46,8 +49,15 @@ async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
     return server, url
 
 
-async def _spawn(service: str, url: str, settings: Settings) -> asyncio.subprocess.Process:
-    env = {**os.environ, "OCELLUS_NATS_URL": url, "OCELLUS_NODE_NAME": settings.node_name}
+async def _spawn(
+    service: str, url: str, settings: Settings, extra_env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        **extra_env,
+        "OCELLUS_NATS_URL": url,
+        "OCELLUS_NODE_NAME": settings.node_name,
+    }
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -97,8 +107,17 @@ async def _stop_child(name: str, proc: asyncio.subprocess.Process, timeout: floa
     return proc.returncode or 0
 
 
-async def run_up(settings: Settings, *, nats_url: str | None) -> int:
+def _exporter_env(config_file: Path) -> dict[str, str]:
+    load_config(config_file)  # a bad file stops `up` before anything starts
+    return {"OCELLUS_EXPORTER_CONFIG_FILE": str(config_file.resolve())}
+
+
+async def run_up(
+    settings: Settings, *, nats_url: str | None, exporter_config: Path | None = None
+) -> int:
     stop = stop_on_signals()
+    services = [s for s in SERVICES if s != "exporter" or exporter_config is not None]
+    extra_env = _exporter_env(exporter_config) if exporter_config is not None else {}
     server = None
     if nats_url is None:
         server, nats_url = await _start_nats(settings)
@@ -110,9 +129,9 @@ async def run_up(settings: Settings, *, nats_url: str | None) -> int:
         nc = await bus.connect(nats_url, name="ocellus-up", timeout=settings.nats_connect_timeout)
         printer = EventPrinter(output=settings.output)
         await subscribe_events(nc, printer)
-        for service in SERVICES:
+        for service in services:
             ready = await _ready_signal(nc, service, settings.node_name)
-            children[service] = await _spawn(service, nats_url, settings)
+            children[service] = await _spawn(service, nats_url, settings, extra_env)
             await _wait_ready(service, children[service], ready, settings.start_timeout)
         log.info("ocellus up", nats=nats_url, services={n: p.pid for n, p in children.items()})
 

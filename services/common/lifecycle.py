@@ -42,7 +42,8 @@ class RateLimitedLog:
 def service_main(
     name: str,
     settings_factory: Callable[[], ServiceSettings],
-    run: Callable[[Any], Coroutine[Any, Any, None]],
+    run: Callable[..., Coroutine[Any, Any, None]],
+    **run_options: Any,
 ) -> int:
     """The body of every service's ``__main__``: settings (exit 2 when invalid),
     logging, run until stopped (exit 0), or an OcellusError logged (exit 1)."""
@@ -53,7 +54,7 @@ def service_main(
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, **run_options))
     except OcellusError as e:
         get_logger(f"ocellus.{name}").error(f"{name} cannot run", reason=str(e))
         return 1
