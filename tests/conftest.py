@@ -119,6 +119,23 @@ def sensor(
     assert service.stop() == 0, service.log()
 
 
+def start_enricher(nats_url: str, log_path: Path, **env: str) -> ServiceProcess:
+    """The enricher as a process, ready (seeded and subscribed)."""
+    require_root()
+    service = ServiceProcess(
+        "enricher",
+        {
+            "OCELLUS_NATS_URL": nats_url,
+            "OCELLUS_NODE_NAME": "test.node",
+            "OCELLUS_STATUS_INTERVAL": "0.5",
+            **env,
+        },
+        log_path,
+    )
+    service.wait_for_log('"enricher running"')
+    return service
+
+
 class RawCollector:
     """Subscribes to raw subjects and keeps every record, by type."""
 

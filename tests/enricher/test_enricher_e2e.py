@@ -17,7 +17,7 @@ import pytest
 
 from schemas import codec
 from schemas.events import GetEventsResponse
-from tests.conftest import ServiceProcess, require_root
+from tests.conftest import ServiceProcess, start_enricher
 
 pytestmark = [pytest.mark.bpf]
 
@@ -40,15 +40,11 @@ def elder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess
 def enricher(
     module_nats_url: str, sensor: ServiceProcess, elder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    require_root()
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": "test.node",
-        "OCELLUS_STATUS_INTERVAL": "0.5",
-        "OCELLUS_ENRICHER_ANCESTORS_DEPTH": "4",
-    }
-    service = ServiceProcess("enricher", env, tmp_path_factory.mktemp("enr") / "enricher.log")
-    service.wait_for_log('"enricher running"')
+    service = start_enricher(
+        module_nats_url,
+        tmp_path_factory.mktemp("enr") / "enricher.log",
+        OCELLUS_ENRICHER_ANCESTORS_DEPTH="4",
+    )
     yield service
     assert service.stop() == 0, service.log()
 
