@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 
 from services.common.errors import BusUnavailableError
 from services.common.logging import get_logger
+from services.common.settings import ServiceSettings
 
 log = get_logger("ocellus.bus")
 
@@ -55,6 +56,16 @@ async def connect(url: str, *, name: str, timeout: float = 10.0) -> NATS:
         raise BusUnavailableError(url, time.monotonic() - started, cause) from e
     client.append(nc)
     return nc
+
+
+async def connect_service(settings: ServiceSettings, service: str) -> NATS:
+    """A service's connection, named after it and its node (as `nats server
+    report connections` shows it)."""
+    return await connect(
+        settings.nats_url,
+        name=f"ocellus-{service}-{settings.node_name}",
+        timeout=settings.nats_connect_timeout,
+    )
 
 
 async def drain(nc: NATS, timeout: float) -> None:

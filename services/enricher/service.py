@@ -99,11 +99,7 @@ async def run(
     started = time.monotonic()
     own_nc = nc is None
     if nc is None:
-        nc = await bus.connect(
-            settings.nats_url,
-            name=f"ocellus-enricher-{settings.node_name}",
-            timeout=settings.nats_connect_timeout,
-        )
+        nc = await bus.connect_service(settings, "enricher")
     resolver = ContainerResolver(
         cgroup_root=settings.cgroup_root,
         docker_socket=settings.docker_socket,

@@ -59,11 +59,7 @@ async def run(
     started = time.monotonic()
     own_nc = nc is None
     if nc is None:
-        nc = await bus.connect(
-            settings.nats_url,
-            name=f"ocellus-exporter-{settings.node_name}",
-            timeout=settings.nats_connect_timeout,
-        )
+        nc = await bus.connect_service(settings, "exporter")
     workers: list[SinkWorker] = []
     tasks: dict[asyncio.Task[None], SinkWorker] = {}
     status: asyncio.Task[None] | None = None

@@ -41,11 +41,7 @@ async def run(
 
     own_nc = nc is None
     if nc is None:
-        nc = await bus.connect(
-            settings.nats_url,
-            name=f"ocellus-sensor-{settings.node_name}",
-            timeout=settings.nats_connect_timeout,
-        )
+        nc = await bus.connect_service(settings, "sensor")
 
     probes = ProcessProbes(
         ringbuf_pages=settings.ringbuf_pages,
