@@ -64,6 +64,24 @@ async def test_lines_are_tetragon_json_exactly(tmp_path: Path, started: list[Jso
 
 
 @pytest.mark.parametrize(
+    ("fmt", "check"),
+    [
+        pytest.param("ocsf", lambda d: (d["class_uid"], d["activity_id"]) == (1007, 1), id="ocsf"),
+        pytest.param("ecs", lambda d: d["process"]["executable"] == "/bin/true", id="ecs"),
+    ],
+)
+async def test_format_option_writes_ocsf_or_ecs_documents(
+    tmp_path: Path, started: list[JsonFileSink], fmt: str, check: Any
+) -> None:
+    """format: ocsf / ecs writes one such document per line, from the Tetragon event."""
+    sink = await start(started, sink_for(tmp_path / "events.json", format=fmt))
+    await sink.send([make_event(1), make_event(2)])
+    docs = [json.loads(line) for line in (tmp_path / "events.json").read_text().splitlines()]
+    assert len(docs) == 2
+    assert all(check(d) for d in docs)
+
+
+@pytest.mark.parametrize(
     "value",
     [
         pytest.param("plain ascii", id="ascii"),

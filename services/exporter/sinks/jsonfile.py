@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from pydantic import BeforeValidator, Field
 
+from services.exporter.formats.ecs import to_ecs
+from services.exporter.formats.ocsf import to_ocsf
 from services.exporter.sinks.base import (
     BatchResult,
     Event,
@@ -61,6 +63,13 @@ def encode_line(event: Any) -> bytes:
     return _STDLIB.encode(event).encode() + b"\n"
 
 
+_SHAPES: dict[str, Callable[[Event], Any]] = {
+    "tetragon": lambda event: event,
+    "ocsf": to_ocsf,
+    "ecs": to_ecs,
+}
+
+
 def _octal(value: Any) -> Any:
     # YAML 1.1 reads `0640` as octal already; "0640" and "0o640" are octal too.
     if isinstance(value, str):
@@ -84,6 +93,11 @@ class JsonFileConfig(SinkConfig):
     fsync: Literal["batch", "never"] = Field(
         "batch", description="batch: fdatasync before a batch is acked; never: leave it to the OS"
     )
+    format: Literal["tetragon", "ocsf", "ecs"] = Field(
+        "tetragon",
+        description="tetragon: the event as exported; ocsf: OCSF 1.3 (Process Activity 1007, "
+        "Detection Finding 2004); ecs: an Elastic Common Schema document",
+    )
 
 
 class JsonFileSink(Sink):
@@ -94,6 +108,7 @@ class JsonFileSink(Sink):
         if not isinstance(config, JsonFileConfig):
             raise TypeError(f"sink {name!r}: expected JsonFileConfig, got {type(config).__name__}")
         self.options = config
+        self._shape: Callable[[Event], Any] = _SHAPES[config.format]
         self._file = RotatingFile(
             config.path,
             max_bytes=int(config.max_size_mb * 1024 * 1024),
@@ -114,7 +129,7 @@ class JsonFileSink(Sink):
         rejected: list[Rejection] = []
         for index, event in enumerate(events):
             try:
-                lines.append(encode_line(event))
+                lines.append(encode_line(self._shape(event)))
             except (TypeError, ValueError) as e:  # UnicodeEncodeError is a ValueError
                 rejected.append(Rejection(index, f"not JSON-serialisable: {e}"))
         await self._blocking(lambda: self._file.write_lines(lines))
