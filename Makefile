@@ -20,6 +20,7 @@ bench: setup
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.exporter_json
 	$(PY) -m benchmarks.exporter_otlp
+	$(PY) -m benchmarks.exporter_outage
 
 check: setup
 	$(VENV)/bin/ruff format --check .
