@@ -30,23 +30,6 @@ from tests.exporter.otlp_events import (
 from tests.otlp_receiver import OtlpReceiver
 
 
-# The receivers are asked for by name (getfixturevalue) so that no parameter shadows the
-# imported fixtures; once tests/conftest.py loads tests.otlp_receiver the import can go.
-@pytest.fixture
-def receiver(request: pytest.FixtureRequest) -> OtlpReceiver:
-    """The OTLP gRPC receiver."""
-    grpc_receiver: OtlpReceiver = request.getfixturevalue("otlp_receiver")
-    return grpc_receiver
-
-
-@pytest.fixture(params=[pytest.param("grpc", id="grpc"), pytest.param("http", id="http")])
-def receiver_and_protocol(request: pytest.FixtureRequest) -> tuple[OtlpReceiver, str]:
-    """The OTLP receiver for each protocol, and the protocol."""
-    fixture = "otlp_receiver" if request.param == "grpc" else "otlp_http_receiver"
-    chosen: OtlpReceiver = request.getfixturevalue(fixture)
-    return chosen, request.param
-
-
 async def test_traces_process_tree_links_child_to_parent_span(
     receiver_and_protocol: tuple[OtlpReceiver, str],
 ) -> None:
