@@ -361,19 +361,21 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 #include "lib/policy.h"
 #include "lib/hook_scratch.h"
 
-#ifndef OCELLUS_HOOK_CONFIGS_MAX
-#define OCELLUS_HOOK_CONFIGS_MAX 1024
+/* The policy maps are pinned in bpffs (OCELLUS_PIN_DIR, a directory per
+ * node and layout of lib/policy.h): the enforcer writes them from its own
+ * process, and they outlive a sensor restart, so enforcement resumes as soon
+ * as the program is attached again. Sizes come from user space
+ * (services/sensor/hook_records.py POLICY_MAPS), which checks existing pins
+ * against them before loading: BCC reuses a pinned map whatever its layout. */
+#ifndef OCELLUS_PIN_DIR
+#error "OCELLUS_PIN_DIR must name the bpffs directory of the policy maps"
 #endif
-#ifndef OCELLUS_HOOKS_MAX
-#define OCELLUS_HOOKS_MAX 1024
-#endif
-#ifndef OCELLUS_STR_MATCH_MAX
-#define OCELLUS_STR_MATCH_MAX 16384
-#endif
-
-BPF_HASH(hook_config, struct ocellus_hook_key, struct ocellus_hook_config, OCELLUS_HOOK_CONFIGS_MAX);
-BPF_LPM_TRIE(str_match, struct ocellus_str_key, __u8, OCELLUS_STR_MATCH_MAX);
-BPF_PERCPU_HASH(hook_stats, __u32, struct ocellus_hook_stats, OCELLUS_HOOKS_MAX);
+BPF_TABLE_PINNED("hash", struct ocellus_hook_key, struct ocellus_hook_config, hook_config,
+		 OCELLUS_HOOK_CONFIGS_MAX, OCELLUS_PIN_DIR "/hook_config");
+BPF_TABLE_PINNED("lpm_trie", struct ocellus_str_key, __u8, str_match,
+		 OCELLUS_STR_MATCH_MAX, OCELLUS_PIN_DIR "/str_match", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("percpu_hash", __u32, struct ocellus_hook_stats, hook_stats,
+		 OCELLUS_HOOKS_MAX, OCELLUS_PIN_DIR "/hook_stats");
 BPF_PERCPU_ARRAY(hook_scratch, struct hook_scratch, 1);
 
 static __always_inline struct ocellus_hook_config *hook_config_get(struct ocellus_hook_key *k)

@@ -5,6 +5,9 @@ from __future__ import annotations
 PREFIX = "ocellus"
 EVENTS_STREAM = "OCELLUS_EVENTS"
 POLICY_BUCKET = "ocellus_policies"
+# What each node's hook ids mean (policy, hook, args): written by the
+# enforcer before it writes the maps, read by the enricher. Key: node token.
+HOOK_BUCKET = "ocellus_hooks"
 
 # Raw record types published by the sensor; also the <type> subject token.
 PROCESS_EXEC = "process_exec"
@@ -13,6 +16,9 @@ PROCESS_CLONE = "process_clone"
 CGROUP_MKDIR = "cgroup_mkdir"
 CGROUP_RMDIR = "cgroup_rmdir"
 PROCESS_HOOK = "process_hook"  # a policy hook matched (generic hook engine)
+# Enriched kinds of a hook match (DESIGN §2): by where the policy declared it.
+PROCESS_KPROBE = "process_kprobe"
+PROCESS_TRACEPOINT = "process_tracepoint"
 
 
 def node_token(node: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,22 @@ pytest_plugins = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_bpf_pins() -> Iterator[None]:
+    """Services started by tests pin their policy maps in a bpffs directory
+    of this run's own, never in a production sensor's."""
+    if os.geteuid() != 0:
+        yield
+        return
+    from services.sensor.mounts import BPFFS, ensure_mounted
+
+    ensure_mounted("bpf", BPFFS)
+    pins = BPFFS / f"ocellus-test-{os.getpid()}"
+    os.environ["OCELLUS_BPF_PIN_DIR"] = str(pins)
+    yield
+    shutil.rmtree(pins, ignore_errors=True)
 
 
 def require_root() -> None:

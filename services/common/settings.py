@@ -98,3 +98,13 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_path = os.environ.get(CONFIG_ENV)
         return (init_settings, env_settings, _YamlSection(settings_cls, config_path, cls.section))
+
+
+class PolicyMapsSettings(ServiceSettings):
+    """Where the sensor pins its policy maps and the enforcer finds them."""
+
+    bpf_pin_dir: Path = _common(
+        "OCELLUS_BPF_PIN_DIR",
+        Path("/sys/fs/bpf/ocellus"),
+        "bpffs directory of the policy maps (a directory per node and layout below it)",
+    )

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import ctypes as ct
 import enum
+import hashlib
 import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from schemas.subjects import node_token
 
 HOOK_SLOTS = 4
 HOOK_ARGS = 6
@@ -120,6 +124,38 @@ class HookStats(ct.Structure):
         ("signalled", ct.c_uint64),
         ("filtered", ct.c_uint64),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    """A pinned policy map: what the C declares, sized from here (-D)."""
+
+    name: str
+    type: int  # enum bpf_map_type
+    key: Any  # ctypes type
+    value: Any  # ctypes type (per CPU for per-CPU maps)
+    max_entries: int
+    define: str  # the C macro that takes max_entries
+
+
+POLICY_MAPS = (
+    MapSpec("hook_config", 1, HookKey, HookConfig, 1024, "OCELLUS_HOOK_CONFIGS_MAX"),
+    MapSpec("str_match", 11, StrKey, ct.c_uint8, 16384, "OCELLUS_STR_MATCH_MAX"),
+    MapSpec("hook_stats", 5, ct.c_uint32, HookStats, 1024, "OCELLUS_HOOKS_MAX"),
+)
+POLICY_HEADER = Path(__file__).resolve().parents[2] / "bpf" / "lib" / "policy.h"
+
+
+def layout_id(header: Path = POLICY_HEADER) -> str:
+    """Names the map layout: any change to lib/policy.h gives new pins, so a
+    sensor and an enforcer of different versions never share maps they would
+    read differently."""
+    return hashlib.sha256(header.read_bytes()).hexdigest()[:12]
+
+
+def policy_pin_dir(base: Path, node: str) -> Path:
+    """Where a node's policy maps are pinned: <base>/<node>/<layout>."""
+    return base / node_token(node) / layout_id()
 
 
 class HookItem(ct.Structure):

@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from schemas.raw import KernelStat
+from services.common import bpfsys
 from services.common.errors import OcellusError
+from services.common.logging import get_logger
 from services.sensor.btf import sensor_cflags
+from services.sensor.hook_records import POLICY_MAPS
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _BPF_NOEXIST = 1
 GENERIC_PROGRAM = b"ocellus_generic_tp"  # bpf/generic.bpf.c
+log = get_logger("ocellus.sensor")
 
 
 class ProbeError(OcellusError):
@@ -23,8 +27,8 @@ class ProbeError(OcellusError):
 class ProcessProbes:
     """bpf/process.bpf.c (which includes generic.bpf.c) loaded with BCC: the
     process tracepoints attach on load; the generic hook program is loaded
-    (verified) too, and attached to tracepoints later by
-    services.sensor.hooks.HookTable."""
+    (verified) too, and attached to the tracepoints the policy maps (pinned
+    in ``pin_dir``) name by services.sensor.attachments."""
 
     def __init__(
         self,
@@ -33,6 +37,7 @@ class ProcessProbes:
         args_max: int,
         procs_max: int,
         wakeup_bytes: int,
+        pin_dir: Path,
         bpf_dir: Path = BPF_DIR,
     ) -> None:
         if ringbuf_pages & (ringbuf_pages - 1):
@@ -46,13 +51,17 @@ class ProcessProbes:
             f"-DOCELLUS_ARGS_MAX={args_max}",
             f"-DOCELLUS_PROCS_MAX={procs_max}",
             f"-DOCELLUS_WAKEUP_BYTES={wakeup_bytes}",
+            f'-DOCELLUS_PIN_DIR="{pin_dir}"',
+            *(f"-D{m.define}={m.max_entries}" for m in POLICY_MAPS),
         ]
+        self.pin_dir = pin_dir
         self.bpf: Any = None
 
     def load(self) -> None:
         from bcc import BPF  # imported late: only the sensor needs BCC
 
         cflags = [*self.cflags, *sensor_cflags()]
+        prepare_pins(self.pin_dir)
         try:
             self.bpf = BPF(src_file=str(self.source).encode(), cflags=cflags)
             # Verified now, at start, rather than at the first policy.
@@ -97,6 +106,35 @@ class ProcessProbes:
         if self.bpf is not None:
             self.bpf.cleanup()  # detaches every tracepoint
             self.bpf = None
+
+
+def prepare_pins(pin_dir: Path) -> None:
+    """The pin directory exists; pins there that do not have the layout
+    POLICY_MAPS says go (BCC would reuse them as they are); other layouts'
+    directories of this node go too (no program of this version reads them)."""
+    pin_dir.mkdir(parents=True, exist_ok=True)
+    for sibling in pin_dir.parent.iterdir():
+        if sibling != pin_dir and sibling.is_dir():
+            for pin in sibling.iterdir():
+                pin.unlink()
+            sibling.rmdir()
+            log.warning("removed policy maps of another layout", path=str(sibling))
+    for spec in POLICY_MAPS:
+        pin = pin_dir / spec.name
+        if not pin.exists():
+            continue
+        try:
+            m = bpfsys.PinnedMap(pin)
+        except OSError as e:
+            raise ProbeError(f"pinned map {pin} cannot be opened: {e}") from e
+        info = m.info
+        m.close()
+        want = (spec.type, ct.sizeof(spec.key), ct.sizeof(spec.value), spec.max_entries)
+        have = (info.type, info.key_size, info.value_size, info.max_entries)
+        if have != want:
+            pin.unlink()
+            log.warning("removed a pinned map of another layout", path=str(pin), have=have,
+                        want=want)  # fmt: skip
 
 
 def read_ppid(proc_dir: Path) -> int | None:

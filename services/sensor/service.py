@@ -19,6 +19,8 @@ from services.common import bus
 from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
 from services.sensor import capabilities
+from services.sensor.attachments import HookAttachments
+from services.sensor.hook_records import policy_pin_dir
 from services.sensor.mounts import ensure_sensor_mounts
 from services.sensor.probes import ProcessProbes, detach_all
 from services.sensor.publisher import RawPublisher
@@ -48,10 +50,19 @@ async def run(
         args_max=settings.args_max,
         procs_max=settings.procs_max,
         wakeup_bytes=settings.wakeup_bytes,
+        pin_dir=policy_pin_dir(settings.bpf_pin_dir, settings.node_name),
     )
+    attachments: HookAttachments | None = None
     try:
         await asyncio.to_thread(probes.load)  # clang takes a second or two
         seeded = probes.seed_parents()
+        # Policies written before a restart enforce again from here on.
+        attachments = HookAttachments(probes)
+        hooks = attachments.sync()
+        control = await nc.subscribe(
+            subjects.control("sensor", settings.node_name, "sync_hooks"),
+            cb=_sync_handler(nc, attachments),
+        )
         publisher = RawPublisher(
             nc,
             settings.node_name,
@@ -69,18 +80,21 @@ async def run(
         reader.start()
         publishing = asyncio.create_task(publisher.run(), name="publish")
         reporting = asyncio.create_task(
-            _report(nc, settings, probes, publisher, caps, started), name="status"
+            _report(nc, settings, probes, publisher, caps, started, attachments), name="status"
         )
         log.info(
             "sensor running",
             node=settings.node_name,
             seeded_processes=seeded,
+            hooked_tracepoints=len(hooks["attached"]),
             start_seconds=round(time.monotonic() - started, 3),
         )
         await stop.wait()
 
         log.info("sensor stopping")
+        await control.unsubscribe()
         detach_all(probes)
+        attachments.close()
         await reader.stop()
         publishing.cancel()
         reporting.cancel()
@@ -89,12 +103,26 @@ async def run(
         with contextlib.suppress(asyncio.CancelledError):
             await reporting
         await publisher.flush_pending()
-        await _publish_status(nc, settings, probes, publisher, caps, started)
+        await _publish_status(nc, settings, probes, publisher, caps, started, attachments)
         log.info("sensor stopped", **_counters(probes, publisher))
     finally:
+        if attachments is not None:
+            attachments.close()
         probes.close()
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
+
+
+def _sync_handler(nc: NATS, attachments: HookAttachments) -> Any:
+    """ocellus.ctl.sensor.<node>.sync_hooks: attach to what the policy maps
+    name now; the reply says what is attached and what failed."""
+
+    async def handle(msg: Any) -> None:
+        state = attachments.sync()
+        if msg.reply:
+            await nc.publish(msg.reply, codec.pack(state))
+
+    return handle
 
 
 def _counters(probes: ProcessProbes, publisher: RawPublisher) -> dict[str, int]:
@@ -113,6 +141,7 @@ async def _publish_status(
     publisher: RawPublisher,
     caps: dict[str, str],
     started: float,
+    attachments: HookAttachments,
 ) -> dict[str, Any]:
     counters = _counters(probes, publisher)
     await nc.publish(
@@ -125,6 +154,7 @@ async def _publish_status(
                 "uptime": round(time.monotonic() - started, 3),
                 "counters": counters,
                 "capabilities": caps,
+                "hooks": attachments.state(),
             }
         ),
     )
@@ -138,12 +168,17 @@ async def _report(
     publisher: RawPublisher,
     caps: dict[str, str],
     started: float,
+    attachments: HookAttachments,
 ) -> None:
-    """Heartbeat on ocellus.status.sensor.<node>, and a rate-limited log of losses."""
+    """Heartbeat on ocellus.status.sensor.<node>, and a rate-limited log of losses;
+    each beat also re-syncs the hook attachments with the policy maps."""
     warn = RateLimitedLog(10.0)
     last_lost = 0
     while True:  # the first heartbeat, at once, also says "ready"
-        counters = await _publish_status(nc, settings, probes, publisher, caps, started)
+        attachments.sync()
+        counters = await _publish_status(
+            nc, settings, probes, publisher, caps, started, attachments
+        )
         lost = counters.get("kernel_ringbuf_full", 0) + counters.get("queue_dropped", 0)
         if lost > last_lost and warn.ready():
             log.warning(

@@ -7,10 +7,10 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import PolicyMapsSettings
 
 
-class Settings(ServiceSettings):
+class Settings(PolicyMapsSettings):
     model_config = SettingsConfigDict(env_prefix="OCELLUS_SENSOR_")
     section: ClassVar[str] = "sensor"
 

@@ -1,41 +1,28 @@
 """The generic hook engine against the real kernel: the sensor's BPF object
-loaded in this process, hooks placed with HookTable, records read from the
+loaded in this process, hooks placed with the enforcer's HookTable in its pinned maps and attached
+by the sensor's HookAttachments (tests/hook_engine.py), records read from the
 real ring buffer and decoded as the sensor does."""
 
 from __future__ import annotations
 
-import mmap
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas import subjects
-from schemas.policy import PolicyError, load_policy
+from schemas.policy import PolicyError
 from schemas.raw import RawHook
 from services.enforcer.compile import compile_selectors
-from services.enforcer.plan import PlannedHook, plan_hooks
+from services.enforcer.plan import plan_hooks
 from services.sensor.hook_records import Action, FilterConfig, FilterFlag, FilterOp, SlotConfig
-from services.sensor.hooks import HookTable
 from services.sensor.mounts import TRACEFS, ensure_mounted
-from services.sensor.probes import GENERIC_PROGRAM, ProcessProbes
-from services.sensor.reader import RingBuffer
-from services.sensor.records import RecordError, decode
-from tests.conftest import require_root
+from tests.hook_engine import NO_KPROBES, Engine, engine, policy, run
 
-PAGES = 256
-NO_KPROBES = {"kprobes": "absent", "bpf_lsm": "absent", "uprobes": "absent"}
-
-
-def policy(spec: str) -> Any:
-    return load_policy(
-        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: p}\nspec:\n" + spec
-    )
-
+__all__ = ["engine"]  # the fixture, used by name
 
 OPENAT = """  tracepoints:
   - subsystem: syscalls
@@ -47,62 +34,6 @@ SETUID = """  tracepoints:
     event: sys_enter_setuid
     args: [{index: 5, type: uint32}]
 """
-
-
-class Engine:
-    """The loaded object, its hook table and a reader of its ring buffer."""
-
-    def __init__(self, probes: ProcessProbes) -> None:
-        self.probes = probes
-        self.table = HookTable(probes.bpf)
-        self.ring = RingBuffer(probes.ringbuf_fd, PAGES * mmap.PAGESIZE)
-        self.hooks: list[dict[str, Any]] = []
-
-    def plan(self, spec: str) -> tuple[PlannedHook, Any]:
-        p = policy(spec)
-        [planned] = plan_hooks("p", p.spec, NO_KPROBES)
-        return planned, p.spec.tracepoints[0]
-
-    def drain(self) -> None:
-        while batch := self.ring.take(4096):
-            for data in batch:
-                try:
-                    kind, rec = decode(data)
-                except RecordError:
-                    continue
-                if kind == subjects.PROCESS_HOOK:
-                    self.hooks.append(rec)
-
-    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 2.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.drain()
-            found = [r for r in self.hooks if pred(r)]
-            if found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.02)
-
-    def prog_id(self) -> int:
-        fd = self.probes.bpf.funcs[GENERIC_PROGRAM].fd
-        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
-        return int(next(ln for ln in info.splitlines() if ln.startswith("prog_id:")).split()[1])
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    require_root()
-    ensure_mounted("tracefs", TRACEFS)
-    probes = ProcessProbes(ringbuf_pages=PAGES, args_max=4096, procs_max=4096, wakeup_bytes=4096)
-    probes.load()
-    eng = Engine(probes)
-    yield eng
-    eng.table.close()
-    eng.ring.close()
-    probes.close()
-
-
-def run(*argv: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, capture_output=True, check=False, timeout=10)
 
 
 def prefix(value: str, negate: bool = False) -> SlotConfig:

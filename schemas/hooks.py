@@ -1,0 +1,64 @@
+"""The hook registry: what a node's hook ids mean.
+
+The sensor's records carry only a hook id (``RawHook.hook_id``). The enforcer
+allocates the ids and, before it writes a hook into the kernel's maps, puts
+the node's whole registry in the NATS KV bucket ``ocellus_hooks`` under the
+node's subject token, so that the enricher can turn a record into a
+Tetragon ``process_kprobe`` / ``process_tracepoint`` event.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import codec
+
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class HookArgInfo(BaseModel):
+    """One declared arg, in record order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int  # as the policy wrote it
+    type: str  # the policy's type ("string", "int", "sockaddr", ...; "auto" resolved)
+    label: str | None = None
+
+
+class HookInfo(BaseModel):
+    """One hook of one policy, as placed on one tracepoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: Name
+    kind: Literal["process_kprobe", "process_tracepoint"]
+    subsys: str  # the tracepoint that serves it ("syscalls")
+    event: str  # ("sys_enter_openat")
+    function_name: str | None = None  # kprobes: as Tetragon names it (__x64_sys_openat)
+    args: list[HookArgInfo] = []
+    message: str | None = None
+    tags: list[str] = []
+    # Selector index → what it was compiled to do, as Tetragon names actions
+    # ("KPROBE_ACTION_POST"); the record's action byte says what the kernel did.
+    mode: Literal["enforce", "monitor"] = "enforce"
+
+
+class HookRegistry(BaseModel):
+    """A node's hooks by id (string keys: msgpack maps of a JSON-able shape)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    node: Name
+    hooks: dict[int, HookInfo] = {}
+
+    def pack(self) -> bytes:
+        return codec.pack(self.model_dump(mode="json"))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> HookRegistry:
+        """Raises codec.DecodeError or pydantic.ValidationError on bad input."""
+        return cls.model_validate(codec.unpack(data))

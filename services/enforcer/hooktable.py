@@ -1,0 +1,229 @@
+"""The generic hook engine's table: which (hook, selector) slot of which
+tracepoint carries what, written into the sensor's pinned policy maps.
+
+Adding a hook writes its slots; the sensor then attaches the one generic
+program (already loaded and verified) to any tracepoint the map names that
+it is not attached to yet (services/sensor/attachments.py). Changing a hook
+rewrites map values only; removing the last hook of a tracepoint lets the
+sensor detach it. Nothing here compiles or loads a program, and nothing
+here needs more than bpf() on the pinned maps.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common import bpfsys
+from services.common.errors import OcellusError
+from services.enforcer.plan import PlannedHook
+from services.sensor.hook_records import (
+    HOOK_ARGS,
+    HOOK_SLOTS,
+    POLICY_MAPS,
+    ArgLayout,
+    HookConfig,
+    HookKey,
+    HookStats,
+    ReadKind,
+    SlotConfig,
+    StrKey,
+    config_value,
+    str_keys,
+)
+
+_READS = {kind.name.lower(): kind for kind in ReadKind}  # plan.py's read kinds
+
+
+class HookTableError(OcellusError):
+    """A hook that cannot be placed (no free slot, too many args, unknown id, a map error)."""
+
+
+@dataclass
+class _Hook:
+    tp_id: int
+    args: tuple[ArgLayout, ...]
+    slots: list[int] = field(default_factory=list)  # tracepoint slots used
+    configs: list[SlotConfig] = field(default_factory=list)
+    gen: int = 0
+    known_strings: bool = True  # False for a hook found in the maps at start
+
+
+class HookTable:
+    """Hooks in the policy maps pinned in ``pin_dir`` (the sensor creates them).
+
+    Hook ids start at ``first_id`` and are never reused by this table: a
+    record of a removed hook still in flight never names a newer one.
+    """
+
+    def __init__(self, pin_dir: Path, first_id: int = 1) -> None:
+        maps = {}
+        try:
+            for spec in POLICY_MAPS:
+                maps[spec.name] = bpfsys.PinnedMap(pin_dir / spec.name)
+        except OSError as e:
+            for m in maps.values():
+                m.close()
+            raise HookTableError(
+                f"the sensor's policy maps are not in {pin_dir} ({e}); is the sensor running "
+                "on this node, with the same bpffs directory and version?"
+            ) from e
+        self._config, self._str, self._stats = (
+            maps["hook_config"],
+            maps["str_match"],
+            maps["hook_stats"],
+        )
+        self._ncpus = bpfsys.possible_cpus()
+        self._hooks: dict[int, _Hook] = {}
+        self._next_id = max(1, first_id)  # 0 means "no hook" in the kernel
+
+    # -- public ------------------------------------------------------------------
+    def attach(self, planned: PlannedHook, slots: list[SlotConfig]) -> int:
+        """Place a hook's selectors (one slot each); its new id."""
+        fmt = planned.tracepoint
+        args = _layout(planned)
+        free = self._free(fmt.id)
+        if len(slots) > len(free):
+            raise HookTableError(
+                f"{fmt.subsystem}:{fmt.event} has {len(free)} free slots of {HOOK_SLOTS}; "
+                f"{planned.path} needs {len(slots)} (one per selector)"
+            )
+        hook_id = self._next_id
+        self._next_id += 1
+        hook = _Hook(fmt.id, args)
+        self._update(self._stats, ct.c_uint32(hook_id), (HookStats * self._ncpus)())
+        self._hooks[hook_id] = hook
+        try:
+            self._write(hook_id, hook, free[: len(slots)], slots)
+        except HookTableError:
+            self.detach(hook_id)
+            raise
+        return hook_id
+
+    def update(self, hook_id: int, slots: list[SlotConfig]) -> None:
+        """New selectors for a hook: map values only."""
+        hook = self._get(hook_id)
+        usable = hook.slots + self._free(hook.tp_id)
+        if len(slots) > len(usable):
+            raise HookTableError(f"hook {hook_id}: {len(slots)} selectors, {len(usable)} slots")
+        old_slots, old_configs, old_gen = hook.slots, hook.configs, hook.gen
+        # Strings under the other generation first, then each config flips
+        # to it in one update, then the old entries go: no moment without.
+        self._write(hook_id, hook, usable[: len(slots)], slots, gen=old_gen ^ 1)
+        for slot in old_slots:
+            if slot not in hook.slots:
+                self._config.delete(HookKey(hook.tp_id, slot))
+        if hook.known_strings:
+            self._delete_strings(hook_id, old_configs, old_gen)
+        else:
+            self._scan_delete_strings(hook_id, keep_gen=hook.gen)
+        hook.known_strings = True
+
+    def detach(self, hook_id: int) -> None:
+        """Remove a hook from the maps."""
+        hook = self._get(hook_id)
+        for slot in hook.slots:
+            self._config.delete(HookKey(hook.tp_id, slot))
+        if hook.known_strings:
+            self._delete_strings(hook_id, hook.configs, hook.gen)
+        else:
+            self._scan_delete_strings(hook_id, keep_gen=None)
+        del self._hooks[hook_id]
+        self._stats.delete(ct.c_uint32(hook_id))
+
+    def adopt_existing(self) -> dict[int, int]:
+        """Take over the hooks an earlier enforcer left in the maps (they kept
+        enforcing meanwhile): {hook id: tracepoint id}. The caller updates the
+        ones it still wants (same id, no gap) and detaches the rest."""
+        found: dict[int, _Hook] = {}
+        for key in self._config.keys(HookKey):
+            value = HookConfig()
+            if not self._config.lookup(key, value):
+                continue
+            hook = found.setdefault(
+                value.hook_id, _Hook(key.tp_id, (), gen=value.gen, known_strings=False)
+            )
+            hook.slots.append(key.slot)
+        self._hooks.update(found)
+        if found:
+            self._next_id = max(self._next_id, max(found) + 1)
+        return {hook_id: hook.tp_id for hook_id, hook in found.items()}
+
+    def relayout(self, hook_id: int, planned: PlannedHook) -> bool:
+        """An adopted hook takes ``planned``'s args if it is on the same
+        tracepoint (then update() rewrites its values); False otherwise."""
+        hook = self._get(hook_id)
+        if hook.tp_id != planned.tracepoint.id:
+            return False
+        hook.args = _layout(planned)
+        return True
+
+    def hook_ids(self) -> set[int]:
+        return set(self._hooks)
+
+    def tracepoints(self) -> set[int]:
+        """Tracepoint ids the maps name (what the sensor should be attached to)."""
+        return {h.tp_id for h in self._hooks.values()}
+
+    def stats(self, hook_id: int) -> dict[str, int]:
+        """The hook's counters, summed over CPUs."""
+        self._get(hook_id)
+        values = (HookStats * self._ncpus)()
+        if not self._stats.lookup(ct.c_uint32(hook_id), values):
+            return {}
+        names = [f[0] for f in HookStats._fields_]
+        return {n: sum(getattr(v, n) for v in values) for n in names}
+
+    def close(self) -> None:
+        for m in (self._config, self._str, self._stats):
+            m.close()
+
+    # -- private -----------------------------------------------------------------
+    def _write(
+        self, hook_id: int, hook: _Hook, slots: list[int], configs: list[SlotConfig], gen: int = 0
+    ) -> None:
+        for cfg in configs:
+            for key in str_keys(hook_id, cfg, gen):
+                self._update(self._str, key, ct.c_uint8(1))
+        for slot, cfg in zip(slots, configs, strict=True):
+            value = config_value(hook_id, hook.args, cfg, gen)
+            self._update(self._config, HookKey(hook.tp_id, slot), value)
+        hook.slots, hook.configs, hook.gen = list(slots), list(configs), gen
+
+    def _delete_strings(self, hook_id: int, configs: list[SlotConfig], gen: int) -> None:
+        for cfg in configs:
+            for key in str_keys(hook_id, cfg, gen):
+                self._str.delete(key)
+
+    def _scan_delete_strings(self, hook_id: int, keep_gen: int | None) -> None:
+        """A hook adopted from an earlier enforcer: its strings are known only
+        to the map (and a crash mid-update may have left both generations)."""
+        for key in self._str.keys(StrKey):
+            if key.hook_id == hook_id and key.gen != keep_gen:
+                self._str.delete(key)
+
+    def _get(self, hook_id: int) -> _Hook:
+        try:
+            return self._hooks[hook_id]
+        except KeyError:
+            raise HookTableError(f"no hook {hook_id}") from None
+
+    def _free(self, tp_id: int) -> list[int]:
+        used = {s for h in self._hooks.values() if h.tp_id == tp_id for s in h.slots}
+        return [s for s in range(HOOK_SLOTS) if s not in used]
+
+    def _update(self, m: bpfsys.PinnedMap, key: object, value: object) -> None:
+        try:
+            m.update(key, value)
+        except OSError as e:
+            raise HookTableError(f"writing {m.path.name}: {e.strerror or e}") from e
+
+
+def _layout(planned: PlannedHook) -> tuple[ArgLayout, ...]:
+    if len(planned.args) > HOOK_ARGS:
+        raise HookTableError(f"{planned.path}: at most {HOOK_ARGS} args in the kernel")
+    return tuple(ArgLayout(a.field.offset, a.field.size, _READS[a.read]) for a in planned.args)
+
+
+__all__ = ["HookTable", "HookTableError"]
