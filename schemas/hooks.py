@@ -34,6 +34,7 @@ class HookInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: Name
+    hook: str = ""  # where the policy declares it: "spec.kprobes[0]"
     kind: Literal["process_kprobe", "process_tracepoint"]
     subsys: str  # the tracepoint that serves it ("syscalls")
     event: str  # ("sys_enter_openat")
@@ -47,7 +48,7 @@ class HookInfo(BaseModel):
 
 
 class HookRegistry(BaseModel):
-    """A node's hooks by id (string keys: msgpack maps of a JSON-able shape)."""
+    """A node's hooks by id (packed with string keys, as the codec wants)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

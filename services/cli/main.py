@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.cli.events import EventFilter, EventPrinter, run_events
+from services.cli.policy import add_policy_parser, run_policy
 from services.cli.settings import Settings
 from services.common import bus
 from services.common.errors import OcellusError
@@ -36,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also run the exporter with this config (e.g. deploy/exporter.yaml)",
     )
+    up.add_argument(
+        "--policy-dir",
+        type=Path,
+        metavar="DIR",
+        help="tracing policies the enforcer applies and watches (e.g. deploy/policies)",
+    )
 
     events = sub.add_parser("events", parents=[common], help="print events from a running bus")
     events.add_argument("-o", "--output", choices=["compact", "json"])
@@ -57,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("sensor", parents=[common], help="run the sensor (root)")
+    enforcer = sub.add_parser("enforcer", parents=[common], help="run the enforcer (CAP_BPF)")
+    enforcer.add_argument("--policy-dir", type=Path, metavar="DIR", help="policies to watch")
+    add_policy_parser(sub, common)
     return parser
 
 
@@ -74,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             from services.sensor.settings import Settings as SensorSettings
 
             return sensor_main(SensorSettings(**flags))
+        if args.command == "enforcer":
+            from services.enforcer.__main__ import main as enforcer_main
+            from services.enforcer.settings import Settings as EnforcerSettings
+
+            return enforcer_main(EnforcerSettings(**flags, **_overrides(args, "policy_dir")))
         settings = Settings(**flags)
     except ValidationError as e:
         print(f"ocellus: invalid settings:\n{e}", file=sys.stderr)
@@ -86,12 +101,21 @@ def main(argv: list[str] | None = None) -> int:
 
             # An explicit URL (flag, env or config file) means "use that NATS".
             url = settings.nats_url if "nats_url" in settings.model_fields_set else None
-            return asyncio.run(run_up(settings, nats_url=url, exporter_config=args.exporter_config))
+            return asyncio.run(
+                run_up(
+                    settings,
+                    nats_url=url,
+                    exporter_config=args.exporter_config,
+                    policy_dir=args.policy_dir,
+                )
+            )
         if args.command == "events":
             printer = EventPrinter(output=settings.output, event_filter=_filter(args))
             if args.file is not None:
                 return _events_from_file(args.file, printer)
             return asyncio.run(_events(settings, printer))
+        if args.command == "policy":
+            return asyncio.run(run_policy(settings, args))
     except OcellusError as e:
         log.error(f"ocellus {args.command} failed", reason=str(e))
         return 1

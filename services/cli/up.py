@@ -30,9 +30,10 @@ class ServiceStartError(OcellusError):
 
 
 # Services that exist, in start order (stopped in reverse): consumers first,
-# so nothing the sensor publishes at start is missed. The exporter runs only
-# when given its config file (`--exporter-config`).
-SERVICES = ("enricher", "exporter", "sensor")
+# so nothing the sensor publishes at start is missed; the enforcer after the
+# sensor, whose policy maps it writes. The exporter runs only when given its
+# config file (`--exporter-config`).
+SERVICES = ("enricher", "exporter", "sensor", "enforcer")
 
 
 async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
@@ -112,12 +113,24 @@ def _exporter_env(config_file: Path) -> dict[str, str]:
     return {"OCELLUS_EXPORTER_CONFIG_FILE": str(config_file.resolve())}
 
 
+def _enforcer_env(policy_dir: Path) -> dict[str, str]:
+    if not policy_dir.is_dir():
+        raise OcellusError(f"--policy-dir {policy_dir}: not a directory")
+    return {"OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir.resolve())}
+
+
 async def run_up(
-    settings: Settings, *, nats_url: str | None, exporter_config: Path | None = None
+    settings: Settings,
+    *,
+    nats_url: str | None,
+    exporter_config: Path | None = None,
+    policy_dir: Path | None = None,
 ) -> int:
     stop = stop_on_signals()
     services = [s for s in SERVICES if s != "exporter" or exporter_config is not None]
     extra_env = _exporter_env(exporter_config) if exporter_config is not None else {}
+    if policy_dir is not None:
+        extra_env.update(_enforcer_env(policy_dir))
     server = None
     if nats_url is None:
         server, nats_url = await _start_nats(settings)

@@ -155,3 +155,11 @@ def possible_cpus() -> int:
         lo, _, hi = part.partition("-")
         count += int(hi or lo) - int(lo) + 1
     return count
+
+
+def prog_id(fd: int) -> int:
+    """The kernel's id of the program behind ``fd`` (what bpftool shows)."""
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("prog_id:"):
+            return int(line.split()[1])
+    raise BpfError(0, f"fd {fd} is not a BPF program")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
 
-from services.common.errors import BusUnavailableError
+from schemas import codec
+from services.common.errors import BusUnavailableError, OcellusError
 from services.common.logging import get_logger
 from services.common.settings import ServiceSettings
 
@@ -85,3 +90,27 @@ async def drain(nc: NATS, timeout: float) -> None:
 
 async def _on_reconnected() -> None:
     log.info("NATS reconnected")
+
+
+async def key_value(nc: NATS, bucket: str, *, history: int = 1) -> KeyValue:
+    """The KV bucket, created when missing (by whichever service gets there first)."""
+    js = nc.jetstream()
+    for _ in range(3):
+        try:
+            return await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        try:
+            return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
+        except nats.js.errors.BadRequestError:
+            continue  # created meanwhile by another service: open it
+    raise OcellusError(f"cannot open or create the NATS KV bucket {bucket!r}")
+
+
+async def request(nc: NATS, subject: str, body: dict[str, Any], timeout: float) -> Any:
+    """A control request; None when nobody answers (no responders or timeout)."""
+    try:
+        msg = await nc.request(subject, codec.pack(body), timeout=timeout)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return None
+    return codec.unpack(msg.data)

@@ -79,8 +79,17 @@ class HookTable:
         self._next_id = max(1, first_id)  # 0 means "no hook" in the kernel
 
     # -- public ------------------------------------------------------------------
-    def attach(self, planned: PlannedHook, slots: list[SlotConfig]) -> int:
-        """Place a hook's selectors (one slot each); its new id."""
+    def reserve(self) -> int:
+        """A new hook id, to publish before the hook is placed under it."""
+        hook_id = self._next_id
+        self._next_id += 1
+        return hook_id
+
+    def attach(
+        self, planned: PlannedHook, slots: list[SlotConfig], hook_id: int | None = None
+    ) -> int:
+        """Place a hook's selectors (one slot each) under ``hook_id`` (reserved)
+        or a new id; the id."""
         fmt = planned.tracepoint
         args = _layout(planned)
         free = self._free(fmt.id)
@@ -89,8 +98,10 @@ class HookTable:
                 f"{fmt.subsystem}:{fmt.event} has {len(free)} free slots of {HOOK_SLOTS}; "
                 f"{planned.path} needs {len(slots)} (one per selector)"
             )
-        hook_id = self._next_id
-        self._next_id += 1
+        if hook_id is None:
+            hook_id = self.reserve()
+        elif hook_id in self._hooks or hook_id >= self._next_id:
+            raise HookTableError(f"hook id {hook_id} was not reserved")
         hook = _Hook(fmt.id, args)
         self._update(self._stats, ct.c_uint32(hook_id), (HookStats * self._ncpus)())
         self._hooks[hook_id] = hook

@@ -26,6 +26,7 @@ class HookAttachments:
         self._config = bpfsys.PinnedMap(probes.pin_dir / "hook_config")
         self._links: dict[int, TracepointLink] = {}  # by tracepoint id
         self.failed: dict[int, str] = {}  # tracepoint id -> why it is not attached
+        self.program_id = bpfsys.prog_id(self._prog_fd)
 
     def sync(self) -> dict[str, Any]:
         """Attach to every tracepoint the map names, detach from the rest."""
@@ -48,6 +49,7 @@ class HookAttachments:
 
     def state(self) -> dict[str, Any]:
         return {
+            "program_id": self.program_id,
             "attached": sorted(self._links),
             "failed": {str(tp): why for tp, why in sorted(self.failed.items())},
         }

@@ -1,0 +1,326 @@
+"""The policy lifecycle on one node: apply, change, remove — each as a whole
+or not at all.
+
+A policy is compiled first (nothing written); then its hook ids go into
+the registry, its slots into the maps, and the sensor is asked to attach;
+any failure undoes what this step wrote and leaves the previous revision
+running. A change that keeps every hook's tracepoint and args rewrites map
+values in place (same hook ids, same program, no gap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.hooks import HookInfo
+from schemas.policy import PolicyError
+from services.common.errors import OcellusError
+from services.common.logging import get_logger
+from services.enforcer.compiled import CompiledPolicy, compile_policy, revision_of
+from services.enforcer.hooktable import HookTable, HookTableError
+from services.enforcer.plan import FormatReader
+from services.enforcer.registry import Registry
+
+log = get_logger("ocellus.enforcer")
+
+# The sensor's answer to a sync request ({"attached": [...], "failed": {...}}),
+# or None when no sensor answered.
+SyncHooks = Callable[[], Awaitable[dict[str, Any] | None]]
+_COUNTERS = ("matched", "posted", "signalled", "filtered")
+
+
+class ApplyError(OcellusError):
+    """A compiled policy could not be placed; nothing of it stays."""
+
+
+@dataclass
+class PolicyStatus:
+    name: str
+    source: str  # "file:/etc/ocellus/policies/x.yaml", "kv", ...
+    state: str  # applied | error | stale (an older revision still applied)
+    revision: str = ""
+    applied_revision: str = ""
+    mode: str = "enforce"
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+    changed: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Applied:
+    compiled: CompiledPolicy
+    hook_ids: list[int]
+    source: str
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        table: HookTable,
+        registry: Registry,
+        sync: SyncHooks,
+        capabilities: Mapping[str, str],
+        formats: FormatReader | None = None,
+    ) -> None:
+        self._table = table
+        self._registry = registry
+        self._sync = sync
+        self._caps = capabilities
+        self._formats = formats
+        self._applied: dict[str, _Applied] = {}
+        self._status: dict[str, PolicyStatus] = {}  # by name (or source, when unnamed)
+        self._adopted: dict[int, HookInfo] = {}  # ids an earlier enforcer left, unclaimed
+        self._lock = asyncio.Lock()
+        self.sensor_answered: bool | None = None
+
+    # -- start-up -------------------------------------------------------------------
+    async def adopt(self) -> int:
+        """Take over what an earlier enforcer left in the maps (still enforcing);
+        the hooks policies claim again stay in place, the rest go at finish_adoption()."""
+        known = await self._registry.load()
+        for hook_id in self._table.adopt_existing():
+            info = known.get(hook_id)
+            if info is None:  # nothing says what it is: it cannot be claimed
+                self._table.detach(hook_id)
+            else:
+                self._adopted[hook_id] = info
+        self._registry.add(self._adopted.items())
+        return len(self._adopted)
+
+    async def finish_adoption(self) -> None:
+        async with self._lock:
+            left = list(self._adopted)
+            for hook_id in left:
+                self._table.detach(hook_id)
+            self._adopted.clear()
+            if left:
+                log.info("removed hooks of policies no longer defined", hooks=len(left))
+                self._registry.retire(left)
+                await self._registry.publish()
+                await self._sync_sensor()
+
+    # -- changes --------------------------------------------------------------------
+    def check(self, text: str | bytes, source: str) -> CompiledPolicy:
+        """Compile only (raises PolicyError): what `ocellus policy apply` asks first."""
+        return compile_policy(text, self._caps, self._formats, source=source)
+
+    async def apply(
+        self, source: str, text: str | bytes, expected_name: str | None = None
+    ) -> PolicyStatus:
+        """``expected_name``: what the source files it under (a KV key)."""
+        async with self._lock:
+            try:
+                compiled = self.check(text, source)
+            except PolicyError as e:
+                name = e.policy if e.policy not in ("<unnamed>", source) else source
+                return self._refused(expected_name or name, source, revision_of(text), str(e))
+            if expected_name is not None and compiled.name != expected_name:
+                why = f"stored under {expected_name!r} but named {compiled.name!r}"
+                return self._refused(expected_name, source, compiled.revision, why)
+            current = self._applied.get(compiled.name)
+            if current is not None and current.source != source:
+                why = f"policy {compiled.name!r} is already defined by {current.source}"
+                return self._refused(source, source, compiled.revision, why, keep=False)
+            if current is not None and current.compiled.revision == compiled.revision:
+                return self._status[compiled.name]
+            try:
+                ids = await self._place(compiled, current)
+            except (ApplyError, HookTableError, OSError) as e:
+                return self._refused(compiled.name, source, compiled.revision, str(e))
+            self._applied[compiled.name] = _Applied(compiled, ids, source)
+            self._status.pop(source, None)  # an unnamed error of this source is over
+            status = self._status[compiled.name] = PolicyStatus(
+                compiled.name,
+                source,
+                "applied",
+                compiled.revision,
+                compiled.revision,
+                notes=list(compiled.notes),
+                hooks=_hook_rows(compiled, ids),
+            )
+            log.info(
+                "policy applied",
+                policy=compiled.name,
+                source=source,
+                revision=compiled.revision,
+                hooks=len(ids),
+            )
+            return status
+
+    async def remove(self, name: str, source: str) -> bool:
+        """Remove ``name`` if ``source`` defines it; True if something changed."""
+        async with self._lock:
+            if self._status.get(name) is not None and self._status[name].source != source:
+                return False
+            current = self._applied.pop(name, None)
+            self._status.pop(name, None)
+            if current is None:
+                return False
+            for hook_id in current.hook_ids:
+                self._table.detach(hook_id)
+            self._registry.retire(current.hook_ids)
+            await self._publish_registry()
+            await self._sync_sensor()
+            log.info("policy removed", policy=name, source=source)
+            return True
+
+    def forget_error(self, key: str) -> None:
+        """A source whose unnamed, refused text is gone (a deleted file)."""
+        status = self._status.get(key)
+        if status is not None and status.state == "error" and key not in self._applied:
+            del self._status[key]
+
+    # -- reporting ------------------------------------------------------------------
+    def statuses(self) -> list[dict[str, Any]]:
+        rows = []
+        for key in sorted(self._status):
+            row = self._status[key].as_dict()
+            applied = self._applied.get(key)
+            totals = dict.fromkeys(_COUNTERS, 0)
+            if applied is not None:
+                for hook_id, hook_row in zip(applied.hook_ids, row["hooks"], strict=True):
+                    stats = self._table.stats(hook_id)
+                    hook_row.update(stats)
+                    for c in _COUNTERS:
+                        totals[c] += stats.get(c, 0)
+            row["counters"] = totals
+            rows.append(row)
+        return rows
+
+    def names(self, source: str) -> set[str]:
+        return {n for n, s in self._status.items() if s.source == source}
+
+    # -- internals ------------------------------------------------------------------
+    def _refused(
+        self, name: str, source: str, revision: str, error: str, keep: bool = True
+    ) -> PolicyStatus:
+        current = self._applied.get(name) if keep else None
+        log.warning("policy refused", policy=name, source=source, reason=error)
+        if current is not None and current.source == source:
+            # The previous revision keeps running; its row says the change failed.
+            status = self._status[name]
+            status.state, status.revision, status.error = "stale", revision, error
+            status.changed = time.time()
+            return status
+        status = PolicyStatus(name, source, "error", revision, error=error)
+        self._status[name] = status
+        return status
+
+    async def _place(self, compiled: CompiledPolicy, current: _Applied | None) -> list[int]:
+        if current is not None and current.compiled.shape == compiled.shape:
+            return await self._update_in_place(compiled, current.hook_ids, current.compiled)
+        adopted = self._claim_adopted(compiled) if current is None else None
+        if adopted is not None:
+            return await self._update_in_place(compiled, adopted, None)
+        ids = [self._table.reserve() for _ in compiled.hooks]
+        self._registry.add((i, h.info) for i, h in zip(ids, compiled.hooks, strict=True))
+        placed: list[int] = []
+        try:
+            await self._publish_registry()
+            for hook_id, hook in zip(ids, compiled.hooks, strict=True):
+                self._table.attach(hook.planned, list(hook.slots), hook_id=hook_id)
+                placed.append(hook_id)
+            self._check_attached(compiled, await self._sync_sensor())
+        except (ApplyError, HookTableError, OSError):
+            for hook_id in placed:
+                self._table.detach(hook_id)
+            self._registry.retire(ids)
+            await self._sync_sensor()
+            raise
+        if current is not None:
+            for hook_id in current.hook_ids:
+                self._table.detach(hook_id)
+            self._registry.retire(current.hook_ids)
+            await self._sync_sensor()
+        await self._publish_registry(best_effort=True)
+        return ids
+
+    async def _update_in_place(
+        self, compiled: CompiledPolicy, ids: list[int], previous: CompiledPolicy | None
+    ) -> list[int]:
+        self._registry.add((i, h.info) for i, h in zip(ids, compiled.hooks, strict=True))
+        await self._publish_registry()
+        done: list[int] = []
+        try:
+            for hook_id, hook in zip(ids, compiled.hooks, strict=True):
+                self._table.update(hook_id, list(hook.slots))
+                done.append(hook_id)
+        except (HookTableError, OSError):
+            if previous is not None:  # put back what was changed
+                for hook_id, hook in zip(done, previous.hooks, strict=False):
+                    self._table.update(hook_id, list(hook.slots))
+                self._registry.add((i, h.info) for i, h in zip(ids, previous.hooks, strict=True))
+            await self._publish_registry(best_effort=True)
+            raise
+        return ids
+
+    def _claim_adopted(self, compiled: CompiledPolicy) -> list[int] | None:
+        """The ids an earlier enforcer used for exactly these hooks, if all are there."""
+        ids = []
+        for hook in compiled.hooks:
+            hook_id = next(
+                (
+                    i
+                    for i, info in self._adopted.items()
+                    if info.policy == compiled.name
+                    and info.hook == hook.info.hook
+                    and i not in ids
+                    and info.event == hook.info.event
+                ),
+                None,
+            )
+            if hook_id is None or not self._table.relayout(hook_id, hook.planned):
+                return None
+            ids.append(hook_id)
+        for hook_id in ids:
+            del self._adopted[hook_id]
+        return ids
+
+    def _check_attached(self, compiled: CompiledPolicy, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return  # no sensor now: it attaches from the maps when it starts
+        failed = state.get("failed", {})
+        for hook in compiled.hooks:
+            why = failed.get(str(hook.planned.tracepoint.id))
+            if why:
+                tp = hook.planned.tracepoint
+                where = f"{tp.subsystem}:{tp.event}"
+                raise ApplyError(f"{hook.planned.path}: the sensor cannot attach {where}: {why}")
+
+    async def _sync_sensor(self) -> dict[str, Any] | None:
+        state = await self._sync()
+        self.sensor_answered = state is not None
+        return state
+
+    async def _publish_registry(self, *, best_effort: bool = False) -> None:
+        try:
+            await self._registry.publish()
+        except Exception as e:  # nats-py raises several unrelated types
+            if best_effort:
+                log.warning("hook registry not published", reason=str(e))
+                return
+            raise ApplyError(f"cannot publish the hook registry to NATS: {e}") from e
+
+
+def _hook_rows(compiled: CompiledPolicy, ids: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for hook_id, hook in zip(ids, compiled.hooks, strict=True):
+        tp = hook.planned.tracepoint
+        rows.append(
+            {
+                "id": hook_id,
+                "hook": hook.planned.path,
+                "tracepoint": f"{tp.subsystem}:{tp.event}",
+                "function_name": hook.planned.function_name,
+                "selectors": len(hook.slots),
+            }
+        )
+    return rows

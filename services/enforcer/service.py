@@ -1,0 +1,189 @@
+"""The enforcer's lifecycle: find the sensor's policy maps, take over what an
+earlier enforcer left, apply the policies of the directory and of the KV
+bucket, then follow both; answer `ocellus policy` on the control subjects.
+
+Stopping leaves the maps as they are: enforcement goes on without the
+enforcer, and the next one adopts the hooks it still wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from schemas import codec, subjects
+from schemas.policy import PolicyError
+from services.common import bus
+from services.common.errors import OcellusError
+from services.common.lifecycle import stop_on_signals
+from services.common.logging import get_logger
+from services.enforcer.engine import PolicyEngine
+from services.enforcer.hooktable import HookTable, HookTableError
+from services.enforcer.registry import Registry
+from services.enforcer.settings import Settings
+from services.enforcer.sources import DirectorySource, KvSource
+from services.sensor import capabilities
+from services.sensor.hook_records import policy_pin_dir
+
+log = get_logger("ocellus.enforcer")
+
+
+async def run(
+    settings: Settings, *, nc: NATS | None = None, stop: asyncio.Event | None = None
+) -> None:
+    stop = stop or stop_on_signals()
+    started = time.monotonic()
+    own_nc = nc is None
+    if nc is None:
+        nc = await bus.connect_service(settings, "enforcer")
+    tasks: list[asyncio.Task[None]] = []
+    kv_source: KvSource | None = None
+    table: HookTable | None = None
+    try:
+        table = await _wait_for_maps(settings, stop)
+        if table is None:
+            return
+        caps = capabilities.probe()
+        registry = Registry(
+            await bus.key_value(nc, subjects.HOOK_BUCKET), settings.node_name, settings.retired_ttl
+        )
+        engine = PolicyEngine(table, registry, _sensor_sync(nc, settings), caps)
+        adopted = await engine.adopt()
+
+        directory = None
+        if settings.policy_dir is not None:
+            directory = DirectorySource(engine, settings.policy_dir, settings.poll_interval)
+            await directory.scan()
+            tasks.append(asyncio.create_task(directory.run(), name="policy-dir"))
+        if settings.kv_policies:
+            kv_source = KvSource(engine, await bus.key_value(nc, subjects.POLICY_BUCKET))
+            await kv_source.start()
+            tasks.append(asyncio.create_task(kv_source.run(), name="policy-kv"))
+        await engine.finish_adoption()
+
+        subs = [
+            await nc.subscribe(subjects.control("enforcer", settings.node_name, verb), cb=handler)
+            for verb, handler in _handlers(nc, settings, engine).items()
+        ]
+        tasks.append(asyncio.create_task(_report(nc, settings, engine, started), name="status"))
+        log.info(
+            "enforcer running",
+            node=settings.node_name,
+            policies=len(engine.statuses()),
+            adopted_hooks=adopted,
+            policy_dir=str(settings.policy_dir) if settings.policy_dir else None,
+            start_seconds=round(time.monotonic() - started, 3),
+        )
+        await stop.wait()
+        log.info("enforcer stopping")
+        for sub in subs:
+            await sub.unsubscribe()
+        await _publish_status(nc, settings, engine, started)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if kv_source is not None:
+            with contextlib.suppress(Exception):
+                await kv_source.stop()
+        if table is not None:
+            table.close()
+        if own_nc:
+            await bus.drain(nc, settings.drain_timeout)
+        log.info("enforcer stopped")
+
+
+async def _wait_for_maps(settings: Settings, stop: asyncio.Event) -> HookTable | None:
+    """The sensor creates the maps when it loads; wait up to maps_wait for them."""
+    pin_dir = policy_pin_dir(settings.bpf_pin_dir, settings.node_name)
+    deadline = time.monotonic() + settings.maps_wait
+    said = False
+    while True:
+        try:
+            # Ids from the clock: a record of a hook an earlier enforcer removed
+            # can never be taken for a hook of this one.
+            return HookTable(pin_dir, first_id=_first_id())
+        except HookTableError as e:
+            if time.monotonic() >= deadline:
+                raise OcellusError(str(e)) from None
+            if not said:
+                log.info("waiting for the sensor's policy maps", path=str(pin_dir))
+                said = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+            return None
+
+
+def _first_id() -> int:
+    return (int(time.time()) & 0x3FFFFF) << 10  # a new range each second, for ~48 days
+
+
+def _sensor_sync(nc: NATS, settings: Settings) -> Any:
+    subject = subjects.control("sensor", settings.node_name, "sync_hooks")
+
+    async def sync() -> dict[str, Any] | None:
+        state = await bus.request(nc, subject, {}, settings.sensor_timeout)
+        return state if isinstance(state, dict) else None
+
+    return sync
+
+
+def _handlers(nc: NATS, settings: Settings, engine: PolicyEngine) -> dict[str, Any]:
+    async def reply(msg: Any, body: dict[str, Any]) -> None:
+        if msg.reply:
+            await nc.publish(msg.reply, codec.pack({"node": settings.node_name, **body}))
+
+    async def on_list(msg: Any) -> None:
+        await reply(msg, {"policies": engine.statuses(), "sensor": engine.sensor_answered})
+
+    async def on_check(msg: Any) -> None:
+        """Compile a policy here without applying it (`ocellus policy apply` asks first)."""
+        try:
+            text = codec.unpack(msg.data).get("policy", "")
+            compiled = engine.check(text, source="ocellus policy apply")
+        except PolicyError as e:
+            await reply(msg, {"ok": False, "error": str(e)})
+        except codec.DecodeError as e:
+            await reply(msg, {"ok": False, "error": f"malformed request: {e}"})
+        else:
+            hooks = [
+                f"{h.planned.tracepoint.subsystem}:{h.planned.tracepoint.event}"
+                for h in compiled.hooks
+            ]
+            await reply(
+                msg,
+                {
+                    "ok": True,
+                    "name": compiled.name,
+                    "revision": compiled.revision,
+                    "hooks": hooks,
+                    "notes": list(compiled.notes),
+                },
+            )
+
+    return {"list": on_list, "check": on_check}
+
+
+async def _publish_status(
+    nc: NATS, settings: Settings, engine: PolicyEngine, started: float
+) -> None:
+    body = {
+        "service": "enforcer",
+        "node": settings.node_name,
+        "time": time.time_ns(),
+        "uptime": round(time.monotonic() - started, 3),
+        "policies": engine.statuses(),
+        "sensor": engine.sensor_answered,
+    }
+    await nc.publish(subjects.status("enforcer", settings.node_name), codec.pack(body))
+
+
+async def _report(nc: NATS, settings: Settings, engine: PolicyEngine, started: float) -> None:
+    while True:
+        await _publish_status(nc, settings, engine, started)
+        await asyncio.sleep(settings.status_interval)

@@ -1,0 +1,260 @@
+"""The enforcer as people run it: a real sensor and enforcer process on a real
+nats-server, policies from a watched directory and from `ocellus policy`,
+real processes tripping them, the sensor's raw hook records as the proof."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from schemas import codec, subjects
+from schemas.hooks import HookRegistry
+from tests.conftest import RawCollector, ServiceProcess
+
+pytestmark = [pytest.mark.bpf]
+NODE = "test.node"  # the sensor fixture's
+OCELLUS = str(Path(sys.executable).parent / "ocellus")
+
+
+def file_policy(name: str, prefix: str, operator: str = "Prefix") -> str:
+    return f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - index: 1
+      type: string
+    - index: 2
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: {operator}
+        values: ["{prefix}"]
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("policies")
+
+
+@pytest.fixture(scope="module")
+def enforcer(
+    sensor: ServiceProcess,
+    module_nats_url: str,
+    policy_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    env = {
+        "OCELLUS_NATS_URL": module_nats_url,
+        "OCELLUS_NODE_NAME": NODE,
+        "OCELLUS_STATUS_INTERVAL": "0.5",
+        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
+    }
+    log = tmp_path_factory.mktemp("enforcer") / "enforcer.log"
+    service = ServiceProcess("enforcer", env, log)
+    service.wait_for_log('"enforcer running"')
+    yield service
+    # Leave no policy behind in the maps other modules' sensors will load.
+    for f in policy_dir.iterdir():
+        f.unlink()
+    wait_until(lambda: not policies(module_nats_url), what="policies removed")
+    assert service.stop() == 0, service.log()
+
+
+def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OCELLUS_NATS_URL": nats_url, "OCELLUS_NODE_NAME": NODE}
+    return subprocess.run(
+        [OCELLUS, "policy", *args], capture_output=True, text=True, env=env, timeout=30
+    )
+
+
+def policies(nats_url: str) -> dict[str, dict[str, Any]]:
+    out = cli(nats_url, "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return {row["name"]: row for row in map(json.loads, out.stdout.splitlines())}
+
+
+def wait_until(pred: Any, what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def opened(raw: RawCollector, path: str) -> list[dict[str, Any]]:
+    return raw.of(subjects.PROCESS_HOOK, lambda r: r["args"][0] == path and r["comm"] == "cat")
+
+
+async def cat(path: str | Path) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        "cat", str(path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    await proc.wait()
+    return proc.pid
+
+
+async def sensor_state(nats_url: str) -> dict[str, Any]:
+    nc = await nats.connect(nats_url)
+    try:
+        msg = await nc.request(subjects.control("sensor", NODE, "sync_hooks"), b"", timeout=5)
+        return codec.unpack(msg.data)
+    finally:
+        await nc.close()
+
+
+async def test_directory_policy_reports_etc_not_tmp_then_edit_flips_it(
+    enforcer: ServiceProcess,
+    policy_dir: Path,
+    module_nats_url: str,
+    raw: RawCollector,
+    tmp_path: Path,
+) -> None:
+    """A file policy on the prefix /etc/ reports `cat /etc/hostname` with its path
+    and not `cat /tmp/x`; edited on disk, it reports the new prefix within a
+    second, with the same program and hook ids (map values only)."""
+    other = tmp_path / "x"
+    other.write_text("x")
+    (policy_dir / "etc.yaml").write_text(file_policy("etc-reads", "/etc/"))
+    row = wait_until(lambda: policies(module_nats_url).get("etc-reads"), "etc-reads listed")
+    assert row["state"] == "applied", row
+    assert row["hooks"][0]["tracepoint"] == "syscalls:sys_enter_openat"
+    before = await sensor_state(module_nats_url)
+
+    pid = await cat("/etc/hostname")
+    await cat(other)
+    hostname = lambda r: r["pid"] == pid and r["args"][0] == "/etc/hostname"  # noqa: E731
+    [rec] = (await raw.wait_for(subjects.PROCESS_HOOK, hostname))[:1]
+    assert rec["hook_id"] == row["hooks"][0]["id"]
+    await asyncio.sleep(0.3)
+    assert not opened(raw, str(other))
+
+    (policy_dir / "etc.yaml").write_text(file_policy("etc-reads", str(tmp_path)))
+    edited = time.monotonic()
+    while time.monotonic() - edited < 1.0:
+        await cat(other)
+        if opened(raw, str(other)):
+            break
+        await asyncio.sleep(0.05)
+    assert opened(raw, str(other)), "the edited policy did not take effect within a second"
+    after = policies(module_nats_url)["etc-reads"]
+    assert after["hooks"][0]["id"] == row["hooks"][0]["id"]
+    assert after["revision"] != row["revision"]
+    assert (await sensor_state(module_nats_url))["program_id"] == before["program_id"]
+    (policy_dir / "etc.yaml").unlink()
+    wait_until(lambda: "etc-reads" not in policies(module_nats_url), "etc-reads removed")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (file_policy("bad-op", "/x", operator="Foo"), "operator 'Foo' is not supported"),
+        (
+            file_policy("too-many", "/x").replace(
+                'index: 1\n        operator: Prefix\n        values: ["/x"]',
+                f"index: 2\n        operator: Equal\n        values: {[str(i) for i in range(40)]}",
+            ),
+            "at most 8 integers",
+        ),
+        (
+            file_policy("no-kprobes", "/x").replace(
+                "call: sys_openat\n    syscall: true", "call: security_file_open\n    syscall: false"
+            ),
+            "needs kprobes",
+        ),
+    ],
+    ids=["unknown-operator", "too-many-values", "hook-this-kernel-lacks"],
+)
+async def test_bad_policy_is_refused_and_running_ones_keep_working(
+    enforcer: ServiceProcess,
+    policy_dir: Path,
+    module_nats_url: str,
+    raw: RawCollector,
+    tmp_path: Path,
+    text: str,
+    message: str,
+) -> None:
+    watched = tmp_path / "watched"
+    watched.write_text("w")
+    (policy_dir / "good.yaml").write_text(file_policy("good", str(watched)))
+    wait_until(lambda: policies(module_nats_url).get("good", {}).get("state") == "applied", "good")
+    bad = policy_dir / "bad.yaml"
+    bad.write_text(text)
+    name = text.split("name: ", 1)[1].split("\n", 1)[0]
+    row = wait_until(lambda: policies(module_nats_url).get(name), f"{name} listed")
+    assert row["state"] == "error" and message in row["error"], row
+    assert not row["hooks"]
+
+    pid = await cat(watched)
+    assert await raw.wait_for(subjects.PROCESS_HOOK, lambda r: r["pid"] == pid)
+    bad.unlink()
+    (policy_dir / "good.yaml").unlink()
+    wait_until(lambda: not policies(module_nats_url), "policies removed")
+
+
+async def test_policy_cli_apply_list_delete(
+    enforcer: ServiceProcess, module_nats_url: str, raw: RawCollector, tmp_path: Path
+) -> None:
+    """`ocellus policy apply` checks on the node, stores in KV, reports it applied;
+    a refused policy changes nothing; `delete` removes it."""
+    watched = tmp_path / "kv-watched"
+    watched.write_text("k")
+    good = tmp_path / "kv.yaml"
+    good.write_text(file_policy("kv-reads", str(watched)))
+    out = cli(module_nats_url, "apply", str(good))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "applied on node test.node" in out.stdout
+    pid = await cat(watched)
+    assert await raw.wait_for(subjects.PROCESS_HOOK, lambda r: r["pid"] == pid)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(file_policy("kv-reads", str(watched), operator="Postfixx"))
+    out = cli(module_nats_url, "apply", str(bad))
+    assert out.returncode == 1 and "Postfixx" in out.stderr and "nothing was changed" in out.stderr
+    assert policies(module_nats_url)["kv-reads"]["state"] == "applied"
+
+    table = cli(module_nats_url, "list")
+    assert table.returncode == 0 and "kv-reads" in table.stdout and "applied" in table.stdout
+    out = cli(module_nats_url, "delete", "kv-reads")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kv-reads" not in policies(module_nats_url)
+    assert cli(module_nats_url, "delete", "kv-reads").returncode == 1
+
+
+async def test_registry_names_every_hook_for_the_enricher(
+    enforcer: ServiceProcess, policy_dir: Path, module_nats_url: str
+) -> None:
+    (policy_dir / "reg.yaml").write_text(file_policy("reg", "/nonexistent/"))
+    row = wait_until(lambda: policies(module_nats_url).get("reg"), "reg listed")
+    nc = await nats.connect(module_nats_url)
+    try:
+        kv = await nc.jetstream().key_value(subjects.HOOK_BUCKET)
+        registry = HookRegistry.unpack((await kv.get(subjects.node_token(NODE))).value)
+    finally:
+        await nc.close()
+    info = registry.hooks[row["hooks"][0]["id"]]
+    assert (info.policy, info.kind, info.function_name) == (
+        "reg",
+        "process_kprobe",
+        "__x64_sys_openat",
+    )
+    assert [a.type for a in info.args] == ["string", "int"]
+    (policy_dir / "reg.yaml").unlink()
+    wait_until(lambda: "reg" not in policies(module_nats_url), "reg removed")
