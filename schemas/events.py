@@ -78,7 +78,23 @@ def parse_timestamp(value: Any) -> Any:
 
 def _int_from_decimal_str(value: Any) -> Any:
     # protojson prints 64-bit integers as strings; it also accepts plain numbers.
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+    if isinstance(value, str) and value.isascii() and value.removeprefix("-").isdigit():
+        return int(value)
+    return value
+
+
+def _bytes_from_base64(value: Any) -> Any:
+    # protojson prints bytes as standard base64 (with padding).
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValueError("not standard base64") from None
+    return value
+
+
+def _base64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
 
 
 UInt32 = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -88,6 +104,17 @@ UInt64 = Annotated[
     BeforeValidator(_int_from_decimal_str),
     PlainSerializer(str, return_type=str, when_used="json"),
     Field(ge=0, le=2**64 - 1),
+]
+Int64 = Annotated[
+    int,
+    BeforeValidator(_int_from_decimal_str),
+    PlainSerializer(str, return_type=str, when_used="json"),
+    Field(ge=-(2**63), le=2**63 - 1),
+]
+Bytes = Annotated[
+    bytes,
+    BeforeValidator(_bytes_from_base64),
+    PlainSerializer(_base64, return_type=str, when_used="json"),
 ]
 Timestamp = Annotated[
     int,
@@ -177,11 +204,14 @@ class ProtoMessage(BaseModel):
     """Base of every event model: immutable, strict, unknown fields rejected."""
 
     # strict: no silent coercion ("1" -> 1, True -> 1); protobuf-JSON parsers reject those too.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # validate_by_name: ``return_`` (proto ``return``, a Python keyword) can be given by name.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, validate_by_name=True, validate_by_alias=True
+    )
 
     def to_json_dict(self) -> dict[str, Any]:
         """The protobuf-JSON object: proto names, defaults and unset fields absent."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        return self.model_dump(mode="json", exclude_defaults=True, by_alias=True)
 
 
 class Image(ProtoMessage):
@@ -328,10 +358,168 @@ class ProcessExit(ProtoMessage):
     ancestors: list[Process] = []
 
 
-# The oneof GetEventsResponse.event, in proto field order. A later issue adds
-# process_kprobe (proto field 9) and process_tracepoint (10): declare the field on
-# GetEventsResponse and append its name here; the exactly-one check then covers it.
-EVENT_KINDS: tuple[str, ...] = ("process_exec", "process_exit")
+# tetragon.KprobeAction: what the hook did, by name (enum values 0..15 in proto order).
+KPROBE_ACTIONS = (
+    "KPROBE_ACTION_UNKNOWN",
+    "KPROBE_ACTION_POST",
+    "KPROBE_ACTION_FOLLOWFD",
+    "KPROBE_ACTION_SIGKILL",
+    "KPROBE_ACTION_UNFOLLOWFD",
+    "KPROBE_ACTION_OVERRIDE",
+    "KPROBE_ACTION_COPYFD",
+    "KPROBE_ACTION_GETURL",
+    "KPROBE_ACTION_DNSLOOKUP",
+    "KPROBE_ACTION_NOPOST",
+    "KPROBE_ACTION_SIGNAL",
+    "KPROBE_ACTION_TRACKSOCK",
+    "KPROBE_ACTION_UNTRACKSOCK",
+    "KPROBE_ACTION_NOTIFYENFORCER",
+    "KPROBE_ACTION_CLEANUPENFORCERNOTIFICATION",
+    "KPROBE_ACTION_SET",
+)
+KprobeAction = Annotated[str, _enum_name(KPROBE_ACTIONS)]
+# tetragon.BpfCmd (bpf.proto): the kernel's enum bpf_cmd, by value.
+BPF_CMDS = (
+    "BPF_MAP_CREATE", "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM", "BPF_MAP_DELETE_ELEM",
+    "BPF_MAP_GET_NEXT_KEY", "BPF_PROG_LOAD", "BPF_OBJ_PIN", "BPF_OBJ_GET", "BPF_PROG_ATTACH",
+    "BPF_PROG_DETACH", "BPF_PROG_TEST_RUN", "BPF_PROG_GET_NEXT_ID", "BPF_MAP_GET_NEXT_ID",
+    "BPF_PROG_GET_FD_BY_ID", "BPF_MAP_GET_FD_BY_ID", "BPF_OBJ_GET_INFO_BY_FD", "BPF_PROG_QUERY",
+    "BPF_RAW_TRACEPOINT_OPEN", "BPF_BTF_LOAD", "BPF_BTF_GET_FD_BY_ID", "BPF_TASK_FD_QUERY",
+    "BPF_MAP_LOOKUP_AND_DELETE_ELEM", "BPF_MAP_FREEZE", "BPF_BTF_GET_NEXT_ID",
+    "BPF_MAP_LOOKUP_BATCH", "BPF_MAP_LOOKUP_AND_DELETE_BATCH", "BPF_MAP_UPDATE_BATCH",
+    "BPF_MAP_DELETE_BATCH", "BPF_LINK_CREATE", "BPF_LINK_UPDATE", "BPF_LINK_GET_FD_BY_ID",
+    "BPF_LINK_GET_NEXT_ID", "BPF_ENABLE_STATS", "BPF_ITER_CREATE", "BPF_LINK_DETACH",
+    "BPF_PROG_BIND_MAP", "BPF_TOKEN_CREATE",
+)  # fmt: skip
+BpfCmd = Annotated[str, _enum_name(BPF_CMDS)]
+
+
+class KprobeSockaddr(ProtoMessage):
+    family: str = ""  # "AF_INET", "AF_INET6", ...
+    addr: str = ""
+    port: UInt32 = 0
+
+
+class KprobeSock(ProtoMessage):
+    family: str = ""
+    type: str = ""
+    protocol: str = ""
+    mark: UInt32 = 0
+    priority: UInt32 = 0
+    saddr: str = ""
+    daddr: str = ""
+    sport: UInt32 = 0
+    dport: UInt32 = 0
+    cookie: UInt64 = 0
+    state: str = ""
+
+
+class KprobePath(ProtoMessage):
+    mount: str = ""
+    path: str = ""
+    flags: str = ""
+    permission: str = ""
+
+
+class KprobeFile(KprobePath):
+    """Same fields as KprobePath in Tetragon's proto."""
+
+
+class KprobeTruncatedBytes(ProtoMessage):
+    bytes_arg: Bytes = b""
+    orig_size: UInt64 = 0
+
+
+class KprobeCapability(ProtoMessage):
+    value: Int32 | None = None  # Int32Value
+    name: str = ""
+
+
+class SyscallId(ProtoMessage):
+    id: UInt32 = 0
+    abi: str = ""
+
+
+class KprobeArgument(ProtoMessage):
+    """tetragon.KprobeArgument: at most one member of its ``arg`` oneof (None when unset:
+    oneof members have presence, so a set ``0`` or ``""`` is printed), plus ``label``.
+    No member set is what Tetragon sends for an arg it could not read."""
+
+    string_arg: str | None = None
+    int_arg: Int32 | None = None
+    size_arg: UInt64 | None = None
+    bytes_arg: Bytes | None = None
+    path_arg: KprobePath | None = None
+    file_arg: KprobeFile | None = None
+    truncated_bytes_arg: KprobeTruncatedBytes | None = None
+    sock_arg: KprobeSock | None = None
+    long_arg: Int64 | None = None
+    uint_arg: UInt32 | None = None
+    capability_arg: KprobeCapability | None = None
+    bpf_cmd_arg: BpfCmd | None = None
+    syscall_id: SyscallId | None = None
+    sockaddr_arg: KprobeSockaddr | None = None
+    label: str = ""
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> Self:
+        present = [k for k in ARG_KINDS if getattr(self, k) is not None]
+        if len(present) > 1:
+            raise ValueError(f"at most one arg kind may be set, got {present}")
+        return self
+
+
+ARG_KINDS: tuple[str, ...] = tuple(f for f in KprobeArgument.model_fields if f != "label")
+
+
+class StackTraceEntry(ProtoMessage):
+    address: UInt64 = 0
+    offset: UInt64 = 0
+    symbol: str = ""
+    module: str = ""
+
+
+class ProcessKprobe(ProtoMessage):
+    process: Process
+    parent: Process | None = None
+    function_name: str = ""  # as Tetragon names it: "__x64_sys_openat"
+    args: list[KprobeArgument] = []
+    return_: KprobeArgument | None = Field(None, alias="return")
+    action: KprobeAction = "KPROBE_ACTION_UNKNOWN"
+    kernel_stack_trace: list[StackTraceEntry] = []
+    policy_name: str = ""
+    return_action: KprobeAction = "KPROBE_ACTION_UNKNOWN"
+    message: str = ""
+    tags: list[str] = []
+    user_stack_trace: list[StackTraceEntry] = []
+    ancestors: list[Process] = []
+    data: list[KprobeArgument] = []
+    envs: list[EnvVar] = []
+
+
+class ProcessTracepoint(ProtoMessage):
+    process: Process
+    parent: Process | None = None
+    subsys: str = ""
+    event: str = ""
+    args: list[KprobeArgument] = []
+    policy_name: str = ""
+    action: KprobeAction = "KPROBE_ACTION_UNKNOWN"
+    message: str = ""
+    tags: list[str] = []
+    ancestors: list[Process] = []
+    envs: list[EnvVar] = []
+
+
+# The oneof GetEventsResponse.event, in proto field order (process_exec 1, process_exit 5,
+# process_kprobe 9, process_tracepoint 10): declare a kind on GetEventsResponse and append
+# its name here; the exactly-one check then covers it.
+EVENT_KINDS: tuple[str, ...] = (
+    "process_exec",
+    "process_exit",
+    "process_kprobe",
+    "process_tracepoint",
+)
 
 
 class GetEventsResponse(ProtoMessage):
@@ -339,6 +527,8 @@ class GetEventsResponse(ProtoMessage):
 
     process_exec: ProcessExec | None = None
     process_exit: ProcessExit | None = None
+    process_kprobe: ProcessKprobe | None = None
+    process_tracepoint: ProcessTracepoint | None = None
     node_name: str = Field(min_length=1)
     time: Timestamp
     cluster_name: str = ""

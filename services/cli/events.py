@@ -37,10 +37,15 @@ class EventFilter:
     namespace: str | None = None
     pod: re.Pattern[str] | None = None
     container: str | None = None  # name, or a prefix of the id
+    policies: frozenset[str] = frozenset()  # events of these tracing policies only
 
     def accepts(self, resp: GetEventsResponse) -> bool:
         if self.types and event_type(resp) not in self.types:
             return False
+        if self.policies:
+            hook = resp.process_kprobe or resp.process_tracepoint
+            if hook is None or hook.policy_name not in self.policies:
+                return False
         process = _process(resp)
         if self.binary is not None and not self.binary.search(process.binary if process else ""):
             return False

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from schemas.events import EVENT_KINDS
 from services.cli.events import EventFilter, EventPrinter, run_events
 from services.cli.policy import add_policy_parser, run_policy
 from services.cli.settings import Settings
@@ -50,8 +51,16 @@ def _parser() -> argparse.ArgumentParser:
         "--type",
         action="append",
         default=[],
+        choices=EVENT_KINDS,
         metavar="TYPE",
-        help="process_exec, process_exit (repeatable)",
+        help=f"{', '.join(EVENT_KINDS)} (repeatable)",
+    )
+    events.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="events of this tracing policy (repeatable)",
     )
     events.add_argument("--binary", help="regular expression the binary must match")
     events.add_argument("--namespace", help="Kubernetes namespace")
@@ -132,6 +141,7 @@ def _filter(args: argparse.Namespace) -> EventFilter:
         namespace=args.namespace,
         pod=re.compile(args.pod) if args.pod else None,
         container=args.container,
+        policies=frozenset(args.policy),
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.events import Process, exec_id, format_timestamp
-from schemas.raw import RawClone, RawExec, RawExit, RecordFlag
+from schemas.raw import RawClone, RawExec, RawExit, RawHook, RecordFlag
 from services.enricher.context import ContainerContext
 from services.enricher.procfs import ProcSnapshot
 
@@ -43,6 +43,9 @@ class Entry:
     freed: bool = False
     refcnt: int = 0  # children entries not yet freed
     ancestors: list[dict[str, Any]] = field(default_factory=list)
+    # The image this exec replaced (one level): a hook record from before the exec
+    # (a forked shell opening a redirect, then exec'ing) reaches us after it.
+    replaced: Entry | None = None
 
 
 def signal_name(number: int) -> str:
@@ -94,6 +97,8 @@ class ProcessCache:
         old = self._live.get(entry.pid)
         self._live[entry.pid] = entry
         if old is not None:
+            old.replaced = None  # one level back is enough; older images may go
+            entry.replaced = old
             self._finish(old)  # the image this exec replaced
         self._retained[id(entry)] = entry
         while len(self._retained) > self.max_entries:
@@ -256,15 +261,59 @@ class ProcessCache:
         self.counters["exits"] += 1
         return event
 
-    def exit_unknown(self, rec: RawExit, boot_ns: int) -> dict[str, Any]:
-        """An exit whose exec never came: what the record itself says."""
-        process = {
+    def image_at(self, pid: int, ktime: int) -> Entry | None:
+        """The entry of what ``pid`` ran at ``ktime``: its live image, or the one its last
+        exec replaced when ``ktime`` is older than that exec. None when neither fits."""
+        entry = self._live.get(pid)
+        if entry is None:
+            return None
+        if entry.ktime <= ktime:
+            return entry
+        previous = entry.replaced
+        return previous if previous is not None and previous.ktime <= ktime else None
+
+    def hook_body(
+        self, rec: RawHook, entry: Entry | None, container: ContainerContext | None
+    ) -> dict[str, Any]:
+        """process / parent / ancestors of a hook event (``entry``: ``image_at`` the
+        record's time), as exec and exit events carry them, with the thread's own tid as
+        Tetragon reports it for kprobes and tracepoints; a minimal process flagged "miss"
+        (in ``container``) when the cache has none."""
+        if entry is None:
+            self.counters["hook_process_unknown"] += 1
+            process = self._minimal(rec, container)
+            return {"process": process}
+        self._touch(entry)
+        process = entry.json if rec.tid == entry.pid else {**entry.json, "tid": rec.tid}
+        body: dict[str, Any] = {"process": process}
+        if entry.parent is not None:
+            body["parent"] = entry.parent.json
+        if entry.ancestors:
+            body["ancestors"] = entry.ancestors
+        return body
+
+    @staticmethod
+    def _minimal(rec: RawHook | RawExit, container: ContainerContext | None) -> dict[str, Any]:
+        """What a record itself says of a process the cache does not know."""
+        process: dict[str, Any] = {
             "pid": rec.pid,
             "tid": rec.tid,
             "uid": rec.uid,
             "binary": rec.comm,
             "flags": "miss",
         }
+        if container is not None:
+            process["docker"] = container.docker
+            if container.pod is not None:
+                process["pod"] = container.pod.to_json_dict()
+        return process
+
+    def event(self, kind: str, body: dict[str, Any], when: int) -> dict[str, Any]:
+        return self._event(kind, body, when)
+
+    def exit_unknown(self, rec: RawExit, boot_ns: int) -> dict[str, Any]:
+        """An exit whose exec never came: what the record itself says."""
+        process = self._minimal(rec, None)
         self.counters["exit_unknown"] += 1
         return self._exit_event(rec, boot_ns, process, self._live.get(rec.ppid), [])
 

@@ -1,5 +1,7 @@
 """Raw batches in, Tetragon-shaped events out: validation at the trust
-boundary, the process cache, container context, out-of-order holding."""
+boundary, the process cache, container context, out-of-order holding, and
+hook records turned into process_kprobe / process_tracepoint events by the
+hook registry."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas import codec, subjects
-from schemas.raw import RECORD_TYPES, RawBatch, RawExec, RawExit
+from schemas.raw import RECORD_TYPES, RawBatch, RawExec, RawExit, RawHook, RecordFlag
 from services.common.lifecycle import RateLimitedLog
 from services.common.logging import get_logger
 from services.enricher.cache import ProcessCache
 from services.enricher.containers import ContainerResolver
 from services.enricher.context import ContainerContext, context_of
 from services.enricher.holding import Holding
+from services.enricher.hookargs import convert_args
+from services.enricher.hooks import ACTIONS, HookPlan, HookRegistryView
 from services.enricher.procfs import read_cwd, read_nspid
 
 log = get_logger("ocellus.enricher")
@@ -27,11 +31,17 @@ Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 class Pipeline:
     def __init__(
-        self, cache: ProcessCache, resolver: ContainerResolver, holding: Holding, publish: Publish
+        self,
+        cache: ProcessCache,
+        resolver: ContainerResolver,
+        holding: Holding,
+        publish: Publish,
+        hooks: HookRegistryView | None = None,
     ) -> None:
         self.cache = cache
         self.resolver = resolver
         self.holding = holding
+        self.hooks = hooks
         self._publish = publish
         self._contexts: dict[tuple[Any, ...], ContainerContext] = {}
         self.counters: Counter[str] = Counter()
@@ -45,6 +55,11 @@ class Pipeline:
         except (codec.DecodeError, ValidationError) as e:
             self._malformed("malformed_messages", subject, e)
             return
+        try:
+            token = subjects.node_token(batch.node)
+        except ValueError as e:
+            self._malformed("malformed_messages", subject, e)
+            return
         model = RECORD_TYPES[batch.type]
         for raw in batch.records:
             try:
@@ -53,7 +68,10 @@ class Pipeline:
                 self._malformed("invalid_records", subject, e)
                 continue
             self.counters["records"] += 1
-            await self._dispatch(batch.type, rec, batch.boot_ns)
+            if isinstance(rec, RawHook):
+                await self._hook(rec, batch.boot_ns, token)
+            else:
+                await self._dispatch(batch.type, rec, batch.boot_ns)
 
     def _malformed(self, counter: str, subject: str, e: Exception) -> None:
         self.counters[counter] += 1
@@ -77,9 +95,6 @@ class Pipeline:
             await self._release_children_of(rec.pid)
         elif kind == subjects.CGROUP_MKDIR:
             self.resolver.cgroup_created(rec.id, rec.path)
-        elif kind == subjects.PROCESS_HOOK:
-            # Not enriched yet (issue 4): counted, and skipped.
-            self.counters["hook_records_skipped"] += 1
         else:
             self.resolver.cgroup_removed(rec.id, rec.path)
 
@@ -110,6 +125,8 @@ class Pipeline:
     ) -> None:
         event = self.cache.exec(rec, boot_ns, cwd, container, nspid)
         await self._publish(subjects.PROCESS_EXEC, event)
+        for hook, hook_boot_ns, plan in self.holding.hooks_of(rec.pid):
+            await self._emit_hook(hook, hook_boot_ns, plan)
         await self._release_children_of(rec.pid)
         held_exit = self.holding.exit_of(rec.pid)
         if held_exit is not None:
@@ -140,6 +157,46 @@ class Pipeline:
             if event is None:
                 event = self.cache.exit_unknown(held_exit.rec, held_exit.boot_ns)
             await self._publish(subjects.PROCESS_EXIT, event)
+
+    # -- hook events -------------------------------------------------------------
+    async def _hook(self, rec: RawHook, boot_ns: int, token: str) -> None:
+        plan = await self.hooks.resolve(token, rec.hook_id) if self.hooks is not None else None
+        if plan is None:
+            self.counters["hook_unknown"] += 1
+            if self._warn.ready():
+                log.warning(
+                    "dropping hook records of an unknown hook id",
+                    node=token,
+                    hook_id=rec.hook_id,
+                    total=self.counters["hook_unknown"],
+                )
+            return
+        if self.holding.exec_held(rec.pid):
+            # Its exec waits for its parent; so does the record, to be told apart from
+            # the image that exec replaced once the exec is in the cache.
+            self.holding.hold_hook(rec, boot_ns, plan)
+            self.counters["held_hooks"] += 1
+            return
+        await self._emit_hook(rec, boot_ns, plan)
+
+    async def _emit_hook(self, rec: RawHook, boot_ns: int, plan: HookPlan) -> None:
+        entry = self.cache.image_at(rec.pid, rec.ktime)
+        # A known process carries its container from its exec; an unknown one gets it here.
+        container = await self.container(rec.cgroup_id) if entry is None else None
+        body = self.cache.hook_body(rec, entry, container)
+        args, unread, unfit = convert_args(rec.args, plan.args)
+        if unread:
+            self.counters["hook_args_unread"] += unread
+        if unfit:
+            self.counters["hook_args_unfit"] += unfit
+        if rec.has(RecordFlag.ARGS_TRUNCATED):
+            self.counters["hook_args_truncated"] += 1
+        body.update(plan.static)
+        if args:
+            body["args"] = args
+        body["action"] = ACTIONS[rec.action]
+        self.counters[f"{plan.kind}_events"] += 1
+        await self._publish(plan.kind, self.cache.event(plan.kind, body, boot_ns + rec.ktime))
 
     # -- containers -----------------------------------------------------------
     async def container(self, cgroup_id: int) -> ContainerContext | None:

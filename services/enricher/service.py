@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
 from schemas import codec, subjects
+from schemas.events import EVENT_KINDS
 from services.common import bus
 from services.common.hostfs import boot_time_ns, cgroup2_root
 from services.common.lifecycle import stop_on_signals
@@ -27,6 +28,7 @@ from services.enricher import procfs
 from services.enricher.cache import ProcessCache
 from services.enricher.containers import ContainerResolver
 from services.enricher.holding import Holding
+from services.enricher.hooks import HookRegistryView
 from services.enricher.pipeline import Pipeline, run_expiry
 from services.enricher.settings import Settings
 
@@ -55,9 +57,7 @@ class EventPublisher:
 
     def __init__(self, js: JetStreamContext, node: str) -> None:
         self._js = js
-        self._subjects = {
-            t: subjects.events(node, t) for t in (subjects.PROCESS_EXEC, subjects.PROCESS_EXIT)
-        }
+        self._subjects = {t: subjects.events(node, t) for t in EVENT_KINDS}
         self.published = 0
         self.acked = 0
         self.failed = 0
@@ -116,7 +116,13 @@ async def run(
             max_entries=settings.cache_max,
             ancestors_depth=settings.ancestors_depth,
         )
-        pipeline = Pipeline(cache, resolver, Holding(settings.hold_seconds), events.publish)
+        hooks = HookRegistryView(
+            js,
+            get_timeout=settings.hook_get_timeout,
+            retry_after=settings.hook_retry_after,
+            grace=settings.hook_grace,
+        )
+        pipeline = Pipeline(cache, resolver, Holding(settings.hold_seconds), events.publish, hooks)
         seeded = await _seed(cache, pipeline, settings)
 
         async def on_raw(msg: Msg) -> None:
@@ -126,6 +132,7 @@ async def run(
             subjects.raw_all(), queue=settings.queue_group, cb=on_raw, pending_msgs_limit=65536
         )
         tasks = [
+            asyncio.create_task(hooks.run(), name="hook-registry"),
             asyncio.create_task(run_expiry(pipeline), name="expiry"),
             asyncio.create_task(_report(nc, settings, pipeline, events, started), name="status"),
         ]
@@ -158,6 +165,8 @@ def _counters(pipeline: Pipeline, events: EventPublisher) -> dict[str, int]:
         **pipeline.counters,
         **pipeline.cache.counters,
         **{f"containers_{k}": v for k, v in pipeline.resolver.counters.items()},
+        **(pipeline.hooks.counters if pipeline.hooks is not None else {}),
+        "hooks_known": len(pipeline.hooks) if pipeline.hooks is not None else 0,
         "cache_size": len(pipeline.cache),
         "held": len(pipeline.holding),
         "events_published": events.published,

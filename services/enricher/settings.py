@@ -43,3 +43,17 @@ class Settings(ServiceSettings):
     container_grace: float = Field(
         30.0, ge=0, description="seconds a removed container is still resolved"
     )
+    hook_get_timeout: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="seconds a direct hook-registry get for an unknown hook id may take",
+    )
+    hook_retry_after: float = Field(
+        1.0,
+        ge=0,
+        description="seconds before an unknown hook id is looked up in the registry again",
+    )
+    hook_grace: float = Field(
+        30.0, ge=0, description="seconds a hook id removed from the registry still resolves"
+    )

@@ -21,6 +21,13 @@ from schemas.events import (
     GetEventsResponse,
     Image,
     InodeProperties,
+    KprobeArgument,
+    KprobeCapability,
+    KprobeFile,
+    KprobePath,
+    KprobeSock,
+    KprobeSockaddr,
+    KprobeTruncatedBytes,
     Namespace,
     Namespaces,
     Pod,
@@ -28,7 +35,11 @@ from schemas.events import (
     ProcessCredentials,
     ProcessExec,
     ProcessExit,
+    ProcessKprobe,
+    ProcessTracepoint,
     SecurityContext,
+    StackTraceEntry,
+    SyscallId,
     UserNamespace,
     UserRecord,
     event_type,
@@ -135,10 +146,92 @@ def exit_with_status() -> GetEventsResponse:
     )
 
 
+def every_arg_kind() -> list[KprobeArgument]:
+    """One KprobeArgument per oneof member Ocellus models, zero values where they are legal
+    (a set oneof member is printed even when it is 0 or ""), and an unread arg."""
+    return [
+        KprobeArgument(string_arg="", label="empty"),
+        KprobeArgument(int_arg=0),
+        KprobeArgument(size_arg=2**64 - 1),
+        KprobeArgument(bytes_arg=b"\x00\xffhi"),
+        KprobeArgument(path_arg=KprobePath(path="/etc", flags="", permission="drwxr-xr-x")),
+        KprobeArgument(file_arg=KprobeFile(mount="/", path="/etc/passwd")),
+        KprobeArgument(truncated_bytes_arg=KprobeTruncatedBytes(bytes_arg=b"ab", orig_size=9)),
+        KprobeArgument(
+            sock_arg=KprobeSock(
+                family="AF_INET",
+                type="SOCK_STREAM",
+                protocol="IPPROTO_TCP",
+                saddr="10.0.0.1",
+                daddr="10.0.0.2",
+                sport=40000,
+                dport=443,
+                cookie=2**63,
+                state="TCP_SYN_SENT",
+            )
+        ),
+        KprobeArgument(long_arg=-(2**63)),
+        KprobeArgument(uint_arg=2**32 - 1),
+        KprobeArgument(capability_arg=KprobeCapability(value=0, name="CAP_CHOWN")),
+        KprobeArgument(bpf_cmd_arg="BPF_PROG_LOAD"),
+        KprobeArgument(syscall_id=SyscallId(id=59, abi="x64")),
+        KprobeArgument(sockaddr_arg=KprobeSockaddr(family="AF_INET6", addr="::1", port=8080)),
+        KprobeArgument(),
+    ]
+
+
+def full_kprobe() -> GetEventsResponse:
+    """A process_kprobe with every field set, every arg kind and a return value."""
+    return GetEventsResponse(
+        process_kprobe=ProcessKprobe(
+            process=full_process(),
+            parent=full_process(pid=1),
+            function_name="__x64_sys_openat",
+            args=every_arg_kind(),
+            return_=KprobeArgument(int_arg=-2, label="ret"),
+            action="KPROBE_ACTION_SIGKILL",
+            kernel_stack_trace=[StackTraceEntry(address=2**64 - 1, offset=5, symbol="do_sys")],
+            policy_name="file-monitor",
+            return_action="KPROBE_ACTION_POST",
+            message="sensitive file",
+            tags=["observability.filesystem"],
+            user_stack_trace=[StackTraceEntry(symbol="main", module="/bin/cat")],
+            ancestors=[Process(pid=0, exec_id=exec_id(NODE, 1, 0))],
+            data=[KprobeArgument(string_arg="data")],
+            envs=[EnvVar(Key="HOME", Value="/root")],
+        ),
+        node_name=NODE,
+        time=T0,
+    )
+
+
+def full_tracepoint() -> GetEventsResponse:
+    """A process_tracepoint with every field set."""
+    return GetEventsResponse(
+        process_tracepoint=ProcessTracepoint(
+            process=full_process(),
+            parent=full_process(pid=1),
+            subsys="syscalls",
+            event="sys_enter_connect",
+            args=every_arg_kind(),
+            policy_name="net-monitor",
+            action="KPROBE_ACTION_NOPOST",
+            message="connect",
+            tags=["observability.network"],
+            ancestors=[Process(pid=0)],
+            envs=[EnvVar(Key="A", Value="b")],
+        ),
+        node_name=NODE,
+        time=T0,
+    )
+
+
 EVENTS = [
     pytest.param(full_exec, id="full-exec"),
     pytest.param(minimal_exit, id="minimal-exit"),
     pytest.param(exit_with_status, id="exit-status"),
+    pytest.param(full_kprobe, id="full-kprobe"),
+    pytest.param(full_tracepoint, id="full-tracepoint"),
 ]
 
 
@@ -307,6 +400,8 @@ def test_exactly_one_event_kind(kinds: dict[str, Any]) -> None:
     [
         pytest.param(full_exec, "process_exec", id="exec"),
         pytest.param(minimal_exit, "process_exit", id="exit"),
+        pytest.param(full_kprobe, "process_kprobe", id="kprobe"),
+        pytest.param(full_tracepoint, "process_tracepoint", id="tracepoint"),
     ],
 )
 def test_event_type(make: Any, kind: str) -> None:
@@ -443,3 +538,52 @@ def test_protobuf_json_parser_is_strict(tetragon_pb2: Any) -> None:
     data["process_exit"]["process"]["not_in_tetragon"] = "x"
     with pytest.raises(json_format.ParseError, match="not_in_tetragon"):
         json_format.Parse(json.dumps(data), tetragon_pb2.GetEventsResponse())
+
+
+def test_kprobe_json_shapes() -> None:
+    """64-bit ints print as strings, bytes as base64, ``return`` under its proto name, set
+    zero oneof members are kept and an unread arg is an empty object."""
+    data = full_kprobe().to_json_dict()["process_kprobe"]
+    args = data["args"]
+    assert args[0] == {"string_arg": "", "label": "empty"}
+    assert args[1] == {"int_arg": 0}
+    assert args[2] == {"size_arg": "18446744073709551615"}
+    assert args[3] == {"bytes_arg": "AP9oaQ=="}
+    assert args[8] == {"long_arg": "-9223372036854775808"}
+    assert args[-1] == {}
+    assert data["return"] == {"int_arg": -2, "label": "ret"}
+    assert "return_" not in data
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        pytest.param({"int_arg": 1, "string_arg": "x"}, id="two-members"),
+        pytest.param({"int_arg": 2**31}, id="int32-overflow"),
+        pytest.param({"uint_arg": -1}, id="uint32-negative"),
+        pytest.param({"long_arg": 1.5}, id="long-float"),
+        pytest.param({"bytes_arg": "not base64!"}, id="bad-base64"),
+        pytest.param({"bpf_cmd_arg": "BPF_NOPE"}, id="bad-enum"),
+        pytest.param({"unknown_arg": 1}, id="unknown-member"),
+    ],
+)
+def test_bad_kprobe_arguments_rejected(arg: dict[str, Any]) -> None:
+    """A oneof with two members, out-of-range or mistyped values and unknown names fail."""
+    line = {
+        "process_kprobe": {"process": {"pid": 1}, "args": [arg]},
+        "node_name": NODE,
+        "time": T0_TEXT,
+    }
+    with pytest.raises(ValidationError):
+        GetEventsResponse.from_json_dict(line)
+
+
+def test_bad_action_name_rejected() -> None:
+    """The action is one of Tetragon's KprobeAction names."""
+    line = {
+        "process_tracepoint": {"process": {"pid": 1}, "action": "KPROBE_ACTION_DENY"},
+        "node_name": NODE,
+        "time": T0_TEXT,
+    }
+    with pytest.raises(ValidationError, match="unknown enum name"):
+        GetEventsResponse.from_json_dict(line)
