@@ -23,7 +23,8 @@ static __always_inline __s64 read_int(void *src, __u8 size, int is_signed)
 	switch (size) {
 	case 1: { __u8 v = 0; bpf_probe_read_kernel(&v, 1, src); return is_signed ? (__s8)v : v; }
 	case 2: { __u16 v = 0; bpf_probe_read_kernel(&v, 2, src); return is_signed ? (__s16)v : v; }
-	case 4: { __u32 v = 0; bpf_probe_read_kernel(&v, 4, src); return is_signed ? (__s32)v : v; }
+	/* Both arms __s64: `c ? (__s32)v : v` is unsigned int, and -100 would read 4294967196. */
+	case 4: { __u32 v = 0; bpf_probe_read_kernel(&v, 4, src); return is_signed ? (__s64)(__s32)v : (__s64)v; }
 	default: { __s64 v = 0; bpf_probe_read_kernel(&v, 8, src); return v; }
 	}
 }

@@ -130,6 +130,9 @@ _SYSCALL_ARCH_PREFIX = re.compile(r"__(x64|ia32|arm64|s390x|s390|riscv|loongarch
 _SYSCALL_NAME = re.compile(r"[a-z0-9_]+")
 
 
+_NATIVE_ARCH_PREFIX = "__x64_"  # the only architecture Ocellus runs on today
+
+
 def kprobe_syscall_name(call: str) -> str:
     """The syscall a ``syscall: true`` kprobe names: ``sys_openat``, ``__x64_sys_openat`` and
     ``openat`` all give ``openat`` (so the hook can be served by ``syscalls:sys_enter_openat``).
@@ -146,6 +149,13 @@ def kprobe_syscall_name(call: str) -> str:
         if name.startswith("compat_sys_"):
             raise ValueError(
                 f"{call!r} is a compat syscall entry; it has no sys_enter_* tracepoint"
+            )
+        if m.group() != _NATIVE_ARCH_PREFIX:
+            # Another architecture's entry (or x86's 32-bit one): serving it with
+            # this machine's native syscall would report calls it never named.
+            raise ValueError(
+                f"{call!r} is a {m.group()} entry point; this machine's syscalls are "
+                f"{_NATIVE_ARCH_PREFIX}sys_NAME (or write sys_NAME)"
             )
         if not name.startswith("sys_"):
             raise ValueError(

@@ -42,7 +42,7 @@ class CompiledHook:
     def shape(self) -> tuple[object, ...]:
         """What must stay the same for a change to be map values only."""
         p = self.planned
-        return (p.tracepoint.id, tuple((a.field.offset, a.field.size, a.read) for a in p.args))
+        return (p.tracepoint.id, tuple((a.field.offset, a.read_size, a.read) for a in p.args))
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,7 +234,7 @@ class HookTable:
 def _layout(planned: PlannedHook) -> tuple[ArgLayout, ...]:
     if len(planned.args) > HOOK_ARGS:
         raise HookTableError(f"{planned.path}: at most {HOOK_ARGS} args in the kernel")
-    return tuple(ArgLayout(a.field.offset, a.field.size, _READS[a.read]) for a in planned.args)
+    return tuple(ArgLayout(a.field.offset, a.read_size, _READS[a.read]) for a in planned.args)
 
 
 __all__ = ["HookTable", "HookTableError"]

@@ -33,6 +33,7 @@ INT, UINT, USER_STRING, KERNEL_STRING, SOCKADDR, ADDRESS = (
 )
 _INT_TYPES = {
     "int",
+    "fd",  # AT_FDCWD is -100
     "sint8",
     "int8",
     "sint16",
@@ -51,9 +52,13 @@ _UINT_TYPES = {
     "ulong",
     "uint64",
     "size_t",
-    "fd",
     "bpf_cmd",
     "capability",
+}
+_TYPE_WIDTHS = {
+    **dict.fromkeys(("sint8", "int8", "uint8"), 1),
+    **dict.fromkeys(("sint16", "int16", "uint16"), 2),
+    **dict.fromkeys(("int", "sint32", "int32", "uint32", "fd", "bpf_cmd", "capability"), 4),
 }
 _TEXT_TYPES = {"string", "char_buf", "filename", "data_loc"}
 _SYSCALL_FIRST_ARG = 5  # 4 common_* fields, then __syscall_nr
@@ -67,6 +72,14 @@ class PlannedArg:
     read: str  # INT, UINT, USER_STRING, KERNEL_STRING, SOCKADDR, ADDRESS
     type: str  # the policy's type (or what "auto" became)
     label: str | None
+    # Bytes read: the declared type's width where it is narrower than the
+    # field (a syscall's `int` travels in an 8-byte field, zero-extended by
+    # the caller: read as 8 bytes, AT_FDCWD would be 4294967196, not -100).
+    size: int = 0
+
+    @property
+    def read_size(self) -> int:
+        return self.size or self.field.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +190,8 @@ def _arg(path: str, position: int, arg: Arg, field: Field | None) -> PlannedArg:
             f"of a tracepoint: {_hint(kind, field)}",
             f"{path}.type",
         )
-    return PlannedArg(position, field, read, kind, arg.label)
+    width = _TYPE_WIDTHS.get(kind, field.size) if read in (INT, UINT) else field.size
+    return PlannedArg(position, field, read, kind, arg.label, min(width, field.size))
 
 
 def _auto_type(field: Field) -> str:

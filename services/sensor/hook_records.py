@@ -245,6 +245,15 @@ _FAMILIES: dict[int, str] = {
 }
 
 
+def ip_text(raw: bytes) -> str:
+    """An address as Tetragon (Go's net.IP) prints it: an IPv4-mapped IPv6
+    address as its dotted quad."""
+    addr = ipaddress.ip_address(raw)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
 def decode_sockaddr(raw: bytes) -> dict[str, Any]:
     """{"family", "addr", "port"} of a struct sockaddr as read from user memory."""
     if len(raw) < 2:
@@ -255,7 +264,7 @@ def decode_sockaddr(raw: bytes) -> dict[str, Any]:
         addr = str(ipaddress.IPv4Address(raw[4:8]))
         return {"family": name, "addr": addr, "port": int.from_bytes(raw[2:4], "big")}
     if family == socket.AF_INET6 and len(raw) >= 24:
-        addr = str(ipaddress.IPv6Address(raw[8:24]))
+        addr = ip_text(raw[8:24])
         return {"family": name, "addr": addr, "port": int.from_bytes(raw[2:4], "big")}
     if family == socket.AF_UNIX:
         path = raw[2:].split(b"\0", 1)[0]
@@ -283,7 +292,7 @@ def decode_args(data: bytes, nargs: int) -> list[Any]:
         elif read == ReadKind.SOCKADDR:
             out.append(decode_sockaddr(raw))
         elif read == ReadKind.ADDRESS:
-            out.append(str(ipaddress.ip_address(raw)) if len(raw) in (4, 16) else None)
+            out.append(ip_text(raw) if len(raw) in (4, 16) else None)
         else:
             out.append(None)
     return out

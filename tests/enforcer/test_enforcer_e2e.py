@@ -175,7 +175,8 @@ async def test_directory_policy_reports_etc_not_tmp_then_edit_flips_it(
         ),
         (
             file_policy("no-kprobes", "/x").replace(
-                "call: sys_openat\n    syscall: true", "call: security_file_open\n    syscall: false"
+                "call: sys_openat\n    syscall: true",
+                "call: security_file_open\n    syscall: false",
             ),
             "needs kprobes",
         ),

@@ -1,5 +1,5 @@
-"""Engine behaviour that differs from Tetragon's, pinned by tests that fail once it is
-fixed (strict xfail): then delete the xfail and keep the test."""
+"""Integer args read at the width the policy declares, as Tetragon does: a
+syscall's `int` travels zero-extended in an 8-byte tracepoint field."""
 
 from __future__ import annotations
 
@@ -27,11 +27,6 @@ OPENAT_AT_FDCWD = """  kprobes:
 
 
 @pytest.mark.bpf
-@pytest.mark.xfail(
-    strict=True,
-    reason="type int is read as the whole 8-byte syscall tracepoint field: glibc passes "
-    "AT_FDCWD zero-extended (0x00000000ffffff9c), so it reads 4294967196, not -100",
-)
 def test_int_arg_is_32_bit_signed_like_tetragon(engine: Engine) -> None:
     """`type: int` is a 32-bit signed value, as in Tetragon: cat's openat(AT_FDCWD, ...)
     matches Equal -100 and reports dfd as -100."""

@@ -17,7 +17,8 @@ and an expected event is::
     }
 
 A value is compared exactly (str for string args, int for integer args); an address
-(str) as an address, so ``::ffff:127.0.0.1`` equals ``::ffff:7f00:1``; a dict (for a
+(str) as an address (an IPv4-mapped IPv6 address is reported as its dotted quad, as
+Tetragon prints it); a dict (for a
 ``sockaddr`` arg) must be a subset of the decoded
 ``{"family", "addr", "port"}``. Args not named may hold anything.
 
@@ -110,7 +111,8 @@ _TCP = (
 )
 
 _LOOPBACK_V4 = {"family": "AF_INET", "addr": "127.0.0.1", "port": 47801}
-_MAPPED_LOOPBACK = "::ffff:127.0.0.1"  # an IPv6 address: compare as one, not as text
+# The *_v6 fields hold IPv4 peers IPv4-mapped; they are reported as the dotted quad.
+_MAPPED_LOOPBACK = "127.0.0.1"
 
 TRIGGERS: dict[str, list[dict[str, Any]]] = {
     "file-access.yaml": [
