@@ -42,9 +42,10 @@ class HookInfo(BaseModel):
     args: list[HookArgInfo] = []
     message: str | None = None
     tags: list[str] = []
-    # Selector index → what it was compiled to do, as Tetragon names actions
-    # ("KPROBE_ACTION_POST"); the record's action byte says what the kernel did.
     mode: Literal["enforce", "monitor"] = "enforce"
+    # Monitor mode: selector index -> what enforce mode would do ("SIGKILL",
+    # "SIGNAL 10"); the kernel only posts, and the event says so.
+    monitored: dict[int, str] = {}
 
 
 class HookRegistry(BaseModel):

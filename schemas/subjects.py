@@ -5,6 +5,9 @@ from __future__ import annotations
 PREFIX = "ocellus"
 EVENTS_STREAM = "OCELLUS_EVENTS"
 POLICY_BUCKET = "ocellus_policies"
+# Runtime mode overrides (key: policy name, value: "enforce" | "monitor"),
+# written by `ocellus policy mode`, followed by every enforcer.
+POLICY_MODE_BUCKET = "ocellus_policy_modes"
 # What each node's hook ids mean (policy, hook, args): written by the
 # enforcer before it writes the maps, read by the enricher. Key: node token.
 HOOK_BUCKET = "ocellus_hooks"

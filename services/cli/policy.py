@@ -39,6 +39,14 @@ def add_policy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     delete = verbs.add_parser("delete", parents=[common], help="delete a cluster-wide policy")
     delete.add_argument("name")
     delete.add_argument("--wait", type=float, default=10.0, help="seconds to wait for removal")
+    mode = verbs.add_parser(
+        "mode", parents=[common], help="switch a policy between enforce and monitor, cluster-wide"
+    )
+    mode.add_argument("name")
+    mode.add_argument(
+        "mode", choices=["enforce", "monitor", "default"], help="default: the policy's own"
+    )
+    mode.add_argument("--wait", type=float, default=10.0, help="seconds to wait for this node")
 
 
 async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
@@ -60,6 +68,8 @@ async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
             return await _apply(nc, settings.node_name, name, text, args.wait)
         if args.policy_command == "list":
             return await _list(nc, settings.node_name, as_json=args.json)
+        if args.policy_command == "mode":
+            return await _mode(nc, settings.node_name, args.name, args.mode, args.wait)
         return await _delete(nc, settings.node_name, args.name, args.wait)
     finally:
         await bus.drain(nc, settings.drain_timeout)
@@ -112,6 +122,27 @@ async def _delete(nc: NATS, node: str, name: str, wait: float) -> int:
     gone = await _wait_for(nc, node, name, wait, lambda r: False, until_absent=True)
     print(f"policy {name!r} deleted" + ("" if gone else f"; node {node} still lists it"))
     return 0 if gone else EXIT_NO_ENFORCER
+
+
+async def _mode(nc: NATS, node: str, name: str, mode: str, wait: float) -> int:
+    row = _row(await _ask(nc, node, "list"), name)
+    if row is not None and row["mode"] == "monitor_only":
+        print(f"policy {name!r} has no Sigkill/Signal actions: it only monitors", file=sys.stderr)
+        return EXIT_REFUSED
+    kv = await bus.key_value(nc, subjects.POLICY_MODE_BUCKET)
+    if mode == "default":
+        await kv.delete(name)
+    else:
+        await kv.put(name, mode.encode())
+    if row is None:
+        print(f"mode of {name!r} set to {mode} cluster-wide; node {node} does not run it")
+        return 0
+    done = await _wait_for(nc, node, name, wait, lambda r: mode == "default" or r["mode"] == mode)
+    if done is None:
+        print(f"mode of {name!r} set to {mode}; node {node} did not confirm within {wait:g}s")
+        return EXIT_NO_ENFORCER
+    print(f"policy {name!r} on node {node}: {done['mode']}")
+    return 0
 
 
 async def _wait_for(

@@ -4,9 +4,11 @@ engine applies a CompiledPolicy as a whole or not at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from schemas.hooks import HookArgInfo, HookInfo
 from schemas.policy import PolicyError, Problem, TracingPolicyNamespaced, load_policy
@@ -30,6 +32,10 @@ _ARG_REFUSED = (
     ("size_arg_index", "sizeArgIndex", "sized buffers are not supported yet"),
 )
 _SIGNAL_ACTIONS = {Action.SIGKILL, Action.SIGNAL}
+MODES = ("enforce", "monitor")
+Mode = Literal["enforce", "monitor"]
+# Tetragon's way of giving a policy its mode in the policy itself.
+MODE_OPTION = "policy-mode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,14 @@ class CompiledPolicy:
     revision: str  # of the text
     hooks: tuple[CompiledHook, ...]
     notes: tuple[str, ...]  # what the user should know about its semantics here
+    mode: Mode = "enforce"
+
+    @property
+    def enforces(self) -> bool:
+        """Has actions that monitor mode elides (else it is monitor-only)."""
+        return any(
+            s.action in _SIGNAL_ACTIONS or h.info.monitored for h in self.hooks for s in h.slots
+        )
 
     @property
     def shape(self) -> tuple[object, ...]:
@@ -68,11 +82,16 @@ def compile_policy(
     formats: FormatReader | None = None,
     *,
     source: str | None = None,
+    mode: Mode | None = None,
 ) -> CompiledPolicy:
+    """``mode`` overrides the policy's own (option policy-mode; default enforce)."""
     policy = load_policy(text, source=source)
     name = policy.metadata.name
     spec = policy.spec
     problems: list[Problem] = []
+    own_mode = next((o.value for o in spec.options if o.name == MODE_OPTION), None) or "enforce"
+    if own_mode not in MODES:
+        problems.append(Problem("spec.options", f"{MODE_OPTION} must be enforce or monitor"))
     if isinstance(policy, TracingPolicyNamespaced):
         problems.append(
             Problem("kind", "TracingPolicyNamespaced needs pod scoping, not supported yet")
@@ -90,19 +109,39 @@ def compile_policy(
     if problems:
         raise PolicyError(name, problems)
 
+    effective: Mode = mode or own_mode  # type: ignore[assignment]
     by_path = dict(spec.hooks())
     compiled: list[CompiledHook] = []
     for planned in plan_hooks(name, spec, capabilities, formats):  # raises for every bad hook
         hook = by_path[planned.path]
         slots = compile_selectors(name, planned, hook)
-        compiled.append(CompiledHook(planned, tuple(slots), _info(name, planned, hook)))
+        info = _info(name, planned, hook)
+        if effective == "monitor":
+            slots, monitored = _monitored(slots)
+            info = info.model_copy(update={"mode": "monitor", "monitored": monitored})
+        compiled.append(CompiledHook(planned, tuple(slots), info))
     notes = []
-    if any(s.action in _SIGNAL_ACTIONS for h in compiled for s in h.slots):
+    if effective == "monitor" and any(h.info.monitored for h in compiled):
+        notes.append("monitor mode: Sigkill/Signal are reported, not sent")
+    elif any(s.action in _SIGNAL_ACTIONS for h in compiled for s in h.slots):
         notes.append(
             "Sigkill/Signal act at syscall entry: the process dies before the call returns "
             "to it, but the call itself completes (an O_TRUNC truncates, an unlink unlinks)"
         )
-    return CompiledPolicy(name, revision_of(text), tuple(compiled), tuple(notes))
+    return CompiledPolicy(name, revision_of(text), tuple(compiled), tuple(notes), effective)
+
+
+def _monitored(slots: list[SlotConfig]) -> tuple[list[SlotConfig], dict[int, str]]:
+    """Monitor mode: a slot that would signal posts instead (same map shape,
+    so switching modes rewrites values only)."""
+    out, monitored = [], {}
+    for slot in slots:
+        if slot.action in _SIGNAL_ACTIONS:
+            would = "SIGKILL" if slot.action == Action.SIGKILL else f"SIGNAL {slot.signal}"
+            monitored[slot.selector] = would
+            slot = dataclasses.replace(slot, action=Action.POST, post=True, signal=0)
+        out.append(slot)
+    return out, monitored
 
 
 def _info(policy: str, planned: PlannedHook, hook: AnyHook) -> HookInfo:

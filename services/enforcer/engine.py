@@ -20,7 +20,7 @@ from schemas.hooks import HookInfo
 from schemas.policy import PolicyError
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
-from services.enforcer.compiled import CompiledPolicy, compile_policy, revision_of
+from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy, revision_of
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
 from services.enforcer.registry import Registry
@@ -59,6 +59,7 @@ class _Applied:
     compiled: CompiledPolicy
     hook_ids: list[int]
     source: str
+    text: str | bytes
 
 
 class PolicyEngine:
@@ -78,6 +79,7 @@ class PolicyEngine:
         self._applied: dict[str, _Applied] = {}
         self._status: dict[str, PolicyStatus] = {}  # by name (or source, when unnamed)
         self._adopted: dict[int, HookInfo] = {}  # ids an earlier enforcer left, unclaimed
+        self._modes: dict[str, Mode] = {}  # runtime overrides (`ocellus policy mode`)
         self._lock = asyncio.Lock()
         self.sensor_answered: bool | None = None
 
@@ -108,14 +110,36 @@ class PolicyEngine:
                 await self._sync_sensor()
 
     # -- changes --------------------------------------------------------------------
-    def check(self, text: str | bytes, source: str) -> CompiledPolicy:
+    def check(self, text: str | bytes, source: str, name: str | None = None) -> CompiledPolicy:
         """Compile only (raises PolicyError): what `ocellus policy apply` asks first."""
-        return compile_policy(text, self._caps, self._formats, source=source)
+        mode = self._modes.get(name) if name else None
+        compiled = compile_policy(text, self._caps, self._formats, source=source, mode=mode)
+        if name is None and compiled.name in self._modes:
+            return self.check(text, source, compiled.name)
+        return compiled
+
+    async def set_mode(self, name: str, mode: Mode | None) -> PolicyStatus | None:
+        """A runtime mode (None: the policy's own), applied in place when the
+        policy runs: map values only, same hook ids."""
+        if mode is None:
+            self._modes.pop(name, None)
+        else:
+            self._modes[name] = mode
+        current = self._applied.get(name)
+        if current is None:
+            return None
+        return await self.apply(current.source, current.text, force=True)
 
     async def apply(
-        self, source: str, text: str | bytes, expected_name: str | None = None
+        self,
+        source: str,
+        text: str | bytes,
+        expected_name: str | None = None,
+        *,
+        force: bool = False,
     ) -> PolicyStatus:
-        """``expected_name``: what the source files it under (a KV key)."""
+        """``expected_name``: what the source files it under (a KV key);
+        ``force``: apply even when the text is the one applied (a new mode)."""
         async with self._lock:
             try:
                 compiled = self.check(text, source)
@@ -129,13 +153,18 @@ class PolicyEngine:
             if current is not None and current.source != source:
                 why = f"policy {compiled.name!r} is already defined by {current.source}"
                 return self._refused(source, source, compiled.revision, why, keep=False)
-            if current is not None and current.compiled.revision == compiled.revision:
+            if (
+                current is not None
+                and not force
+                and current.compiled.revision == compiled.revision
+                and current.compiled.mode == compiled.mode
+            ):
                 return self._status[compiled.name]
             try:
                 ids = await self._place(compiled, current)
             except (ApplyError, HookTableError, OSError) as e:
                 return self._refused(compiled.name, source, compiled.revision, str(e))
-            self._applied[compiled.name] = _Applied(compiled, ids, source)
+            self._applied[compiled.name] = _Applied(compiled, ids, source, text)
             self._status.pop(source, None)  # an unnamed error of this source is over
             status = self._status[compiled.name] = PolicyStatus(
                 compiled.name,
@@ -143,6 +172,7 @@ class PolicyEngine:
                 "applied",
                 compiled.revision,
                 compiled.revision,
+                mode=compiled.mode if compiled.enforces else "monitor_only",
                 notes=list(compiled.notes),
                 hooks=_hook_rows(compiled, ids),
             )
@@ -151,6 +181,7 @@ class PolicyEngine:
                 policy=compiled.name,
                 source=source,
                 revision=compiled.revision,
+                mode=compiled.mode,
                 hooks=len(ids),
             )
             return status

@@ -25,7 +25,7 @@ from services.enforcer.engine import PolicyEngine
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.registry import Registry
 from services.enforcer.settings import Settings
-from services.enforcer.sources import DirectorySource, KvSource
+from services.enforcer.sources import DirectorySource, KvSource, ModeSource
 from services.sensor import capabilities
 from services.sensor.hook_records import policy_pin_dir
 
@@ -41,7 +41,7 @@ async def run(
     if nc is None:
         nc = await bus.connect_service(settings, "enforcer")
     tasks: list[asyncio.Task[None]] = []
-    kv_source: KvSource | None = None
+    watchers: list[KvSource | ModeSource] = []
     table: HookTable | None = None
     try:
         table = await _wait_for_maps(settings, stop)
@@ -54,6 +54,11 @@ async def run(
         engine = PolicyEngine(table, registry, _sensor_sync(nc, settings), caps)
         adopted = await engine.adopt()
 
+        # Modes first: a policy applied next already gets its runtime mode.
+        modes = ModeSource(engine, await bus.key_value(nc, subjects.POLICY_MODE_BUCKET))
+        await modes.start()
+        watchers.append(modes)
+        tasks.append(asyncio.create_task(modes.run(), name="policy-modes"))
         directory = None
         if settings.policy_dir is not None:
             directory = DirectorySource(engine, settings.policy_dir, settings.poll_interval)
@@ -62,6 +67,7 @@ async def run(
         if settings.kv_policies:
             kv_source = KvSource(engine, await bus.key_value(nc, subjects.POLICY_BUCKET))
             await kv_source.start()
+            watchers.append(kv_source)
             tasks.append(asyncio.create_task(kv_source.run(), name="policy-kv"))
         await engine.finish_adoption()
 
@@ -88,9 +94,9 @@ async def run(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if kv_source is not None:
+        for watcher in watchers:
             with contextlib.suppress(Exception):
-                await kv_source.stop()
+                await watcher.stop()
         if table is not None:
             table.close()
         if own_nc:

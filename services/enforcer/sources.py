@@ -11,7 +11,7 @@ from pathlib import Path
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from services.common.logging import get_logger
-from services.enforcer.compiled import revision_of
+from services.enforcer.compiled import MODES, revision_of
 from services.enforcer.engine import PolicyEngine
 
 log = get_logger("ocellus.enforcer")
@@ -127,3 +127,38 @@ class KvSource:
             self._engine.forget_error(entry.key)
             return
         await self._engine.apply(KV_SOURCE, entry.value, expected_name=entry.key)
+
+
+class ModeSource:
+    """Runtime modes (`ocellus policy mode`): key = policy name, value =
+    enforce | monitor; a deleted key gives the policy its own mode back."""
+
+    def __init__(self, engine: PolicyEngine, kv: KeyValue) -> None:
+        self._engine = engine
+        self._kv = kv
+        self._watcher: KeyValue.KeyWatcher | None = None
+
+    async def start(self) -> None:
+        self._watcher = await self._kv.watchall()
+        while (entry := await self._watcher.updates(timeout=30)) is not None:
+            await self._entry(entry)
+
+    async def run(self) -> None:
+        assert self._watcher is not None, "start() first"
+        async for entry in self._watcher:
+            if entry is not None:
+                await self._entry(entry)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+
+    async def _entry(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+            await self._engine.set_mode(entry.key, None)
+            return
+        mode = entry.value.decode(errors="replace")
+        if mode not in MODES:
+            log.warning("ignoring an unknown policy mode", policy=entry.key, mode=mode)
+            return
+        await self._engine.set_mode(entry.key, mode)  # type: ignore[arg-type]

@@ -53,6 +53,7 @@ class HookPlan:
     kind: str  # "process_kprobe" | "process_tracepoint"
     static: dict[str, Any]  # function_name or subsys/event, policy_name, message, tags
     args: list[tuple[Convert, str | None]]  # (converter, label) in record order
+    monitored: dict[int, str]  # monitor mode: selector -> what enforce mode would do
 
     @classmethod
     def of(cls, info: HookInfo) -> HookPlan:
@@ -67,7 +68,16 @@ class HookPlan:
         if info.tags:
             static["tags"] = list(info.tags)
         args = [(converter(a.type), a.label) for a in info.args]
-        return cls(info.kind, static, args)
+        return cls(info.kind, static, args, dict(info.monitored))
+
+    def monitor_note(self, selector: int) -> str | None:
+        """The message of an event a monitor-mode policy let through."""
+        would = self.monitored.get(selector)
+        if would is None:
+            return None
+        note = f"[monitor mode: would {would}]"
+        message = self.static.get("message")
+        return f"{message} {note}" if message else note
 
 
 Key = tuple[str, int]  # (node token, hook id)

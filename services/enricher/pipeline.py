@@ -195,6 +195,9 @@ class Pipeline:
         if args:
             body["args"] = args
         body["action"] = ACTIONS[rec.action]
+        if (note := plan.monitor_note(rec.selector)) is not None:
+            body["message"] = note  # the action is what happened: Post
+            self.counters["hook_monitored"] += 1
         self.counters[f"{plan.kind}_events"] += 1
         await self._publish(plan.kind, self.cache.event(plan.kind, body, boot_ns + rec.ktime))
 

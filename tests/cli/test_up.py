@@ -132,7 +132,7 @@ def test_sigterm_stops_up_and_every_service_with_0_within_5s(tmp_path: Path) -> 
     assert time.monotonic() - started < 5
     assert rc == 0, log.read_text()
     down = [json.loads(x) for x in log.read_text().splitlines() if '"ocellus down"' in x]
-    assert down and down[0]["returncodes"] == {"sensor": 0, "enricher": 0}
+    assert down and down[0]["returncodes"] == {"sensor": 0, "enricher": 0, "enforcer": 0}
 
 
 @pytest.mark.bpf

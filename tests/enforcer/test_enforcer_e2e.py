@@ -19,11 +19,10 @@ import pytest
 
 from schemas import codec, subjects
 from schemas.hooks import HookRegistry
-from tests.conftest import RawCollector, ServiceProcess
+from tests.conftest import REPO, RawCollector, ServiceProcess
 
 pytestmark = [pytest.mark.bpf]
 NODE = "test.node"  # the sensor fixture's
-OCELLUS = str(Path(sys.executable).parent / "ocellus")
 
 
 def file_policy(name: str, prefix: str, operator: str = "Prefix") -> str:
@@ -80,8 +79,9 @@ def enforcer(
 def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OCELLUS_NATS_URL": nats_url, "OCELLUS_NODE_NAME": NODE}
     return subprocess.run(
-        [OCELLUS, "policy", *args], capture_output=True, text=True, env=env, timeout=30
-    )
+        [sys.executable, "-m", "services.cli.main", "policy", *args],
+        capture_output=True, text=True, env=env, timeout=30, cwd=REPO,
+    )  # fmt: skip
 
 
 def policies(nats_url: str) -> dict[str, dict[str, Any]]:

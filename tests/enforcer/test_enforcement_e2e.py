@@ -1,0 +1,187 @@
+"""Kills in the kernel, end to end: a Sigkill policy from the enforcer's
+directory kills the reader of a protected file before the read returns; the
+events say who did it and how the process died; `ocellus policy mode`
+switches to monitor (reported, not killed) and back, in place; an invalid
+change leaves enforcement as it was; deleting the policy stops the kills."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from schemas import codec, subjects
+from tests.conftest import ServiceProcess, start_enricher
+from tests.enforcer.test_enforcer_e2e import NODE, cli, policies, wait_until
+
+pytestmark = [pytest.mark.bpf]
+
+
+def kill_policy(path: Path, operator: str = "Equal") -> str:
+    return f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: protect
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    message: "protected file opened"
+    args:
+    - {{index: 1, type: string}}
+    selectors:
+    - matchArgs:
+      - {{index: 1, operator: {operator}, values: ["{path}"]}}
+      matchActions:
+      - {{action: Sigkill}}
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kill-policies")
+
+
+@pytest.fixture(scope="module")
+def protected(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("secret") / "protected"
+    path.write_text("secret\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def enforcer(
+    sensor: ServiceProcess,
+    module_nats_url: str,
+    policy_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    env = {
+        "OCELLUS_NATS_URL": module_nats_url,
+        "OCELLUS_NODE_NAME": NODE,
+        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
+    }
+    service = ServiceProcess("enforcer", env, tmp_path_factory.mktemp("enf") / "enforcer.log")
+    service.wait_for_log('"enforcer running"')
+    enricher = start_enricher(module_nats_url, tmp_path_factory.mktemp("enr") / "enricher.log")
+    yield service
+    for f in policy_dir.iterdir():
+        f.unlink()
+    wait_until(lambda: not policies(module_nats_url), what="policies removed")
+    assert enricher.stop() == 0, enricher.log()
+    assert service.stop() == 0, service.log()
+
+
+@pytest.fixture
+async def events(module_nats_url: str) -> AsyncIterator[list[dict[str, Any]]]:
+    got: list[dict[str, Any]] = []
+
+    async def on_event(msg: Any) -> None:
+        got.append(codec.unpack(msg.data))
+
+    nc = await nats.connect(module_nats_url)
+    await nc.subscribe(subjects.events_all(NODE), cb=on_event)
+    await nc.flush()
+    yield got
+    await nc.close()
+
+
+async def cat(path: Path) -> tuple[int, int]:
+    proc = await asyncio.create_subprocess_exec(
+        "cat", str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    if proc.returncode == 0:
+        assert out == b"secret\n"
+    return proc.pid, proc.returncode
+
+
+async def find(
+    events: list[dict[str, Any]], kind: str, pid: int, timeout: float = 10.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ev in events:
+            body = ev.get(kind)
+            if body and body["process"]["pid"] == pid:
+                return dict(body)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {kind} of pid {pid}")
+
+
+async def switch_and_wait(
+    nats_url: str, mode: str, protected: Path, killed: bool, within: float = 1.0
+) -> float:
+    """Switch modes with the CLI; the seconds until a reader's fate shows it."""
+    out = await asyncio.to_thread(cli, nats_url, "mode", "protect", mode)
+    assert out.returncode == 0, out.stdout + out.stderr
+    started = time.monotonic()
+    while True:
+        _, code = await cat(protected)
+        if (code == -signal.SIGKILL) == killed:
+            return time.monotonic() - started
+        assert time.monotonic() - started < within, f"mode {mode} not in effect within {within}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_sigkill_enforced_switched_to_monitor_and_back(
+    enforcer: ServiceProcess,
+    policy_dir: Path,
+    protected: Path,
+    module_nats_url: str,
+    events: list[dict[str, Any]],
+) -> None:
+    (policy_dir / "protect.yaml").write_text(kill_policy(protected))
+    row = wait_until(lambda: policies(module_nats_url).get("protect"), "protect listed")
+    assert (row["state"], row["mode"]) == ("applied", "enforce"), row
+    assert any("call itself completes" in n for n in row["notes"])
+
+    pid, code = await cat(protected)
+    assert code == -signal.SIGKILL
+    hit = await find(events, "process_kprobe", pid)
+    assert hit["action"] == "KPROBE_ACTION_SIGKILL" and hit["policy_name"] == "protect"
+    assert hit["args"][0]["string_arg"] == str(protected)
+    assert (await find(events, "process_exit", pid)).get("signal") == "SIGKILL"
+    assert policies(module_nats_url)["protect"]["counters"]["signalled"] >= 1
+
+    await switch_and_wait(module_nats_url, "monitor", protected, killed=False)
+    row = policies(module_nats_url)["protect"]
+    assert row["mode"] == "monitor" and row["hooks"][0]["id"] == row["hooks"][0]["id"]
+    pid, code = await cat(protected)
+    assert code == 0
+    seen = await find(events, "process_kprobe", pid)
+    assert seen["action"] == "KPROBE_ACTION_POST"
+    assert seen["message"] == "protected file opened [monitor mode: would SIGKILL]"
+
+    await switch_and_wait(module_nats_url, "enforce", protected, killed=True)
+    after = policies(module_nats_url)["protect"]
+    assert after["mode"] == "enforce"
+    assert [h["id"] for h in after["hooks"]] == [h["id"] for h in row["hooks"]]
+
+
+async def test_invalid_change_keeps_enforcing_and_delete_stops(
+    enforcer: ServiceProcess, policy_dir: Path, protected: Path, module_nats_url: str
+) -> None:
+    (policy_dir / "protect.yaml").write_text(kill_policy(protected))
+    wait_until(lambda: policies(module_nats_url).get("protect", {}).get("state") == "applied", "up")
+    (policy_dir / "protect.yaml").write_text(kill_policy(protected, operator="Equalz"))
+    row = wait_until(
+        lambda: (
+            policies(module_nats_url)["protect"]["state"] == "stale"
+            and policies(module_nats_url)["protect"]
+        ),
+        "change refused",
+    )
+    assert "Equalz" in row["error"]
+    assert (await cat(protected))[1] == -signal.SIGKILL
+
+    (policy_dir / "protect.yaml").unlink()
+    wait_until(lambda: "protect" not in policies(module_nats_url), "protect removed")
+    assert (await cat(protected))[1] == 0
