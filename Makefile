@@ -21,6 +21,7 @@ bench: setup
 	$(PY) -m benchmarks.exporter_json
 	$(PY) -m benchmarks.exporter_otlp
 	$(PY) -m benchmarks.exporter_outage
+	$(PY) -m benchmarks.enforcement
 
 check: setup
 	$(VENV)/bin/ruff format --check .

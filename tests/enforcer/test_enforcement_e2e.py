@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -185,3 +186,49 @@ async def test_invalid_change_keeps_enforcing_and_delete_stops(
     (policy_dir / "protect.yaml").unlink()
     wait_until(lambda: "protect" not in policies(module_nats_url), "protect removed")
     assert (await cat(protected))[1] == 0
+
+
+def test_exec_deny_kills_before_the_binary_runs(
+    enforcer: ServiceProcess, policy_dir: Path, module_nats_url: str, tmp_path: Path
+) -> None:
+    """A denied binary whose first act would create a file: across 1,000 execs
+    every caller dies at execve's entry, and no file ever appears."""
+    denied = tmp_path / "denied-touch"
+    denied.write_bytes(Path("/usr/bin/touch").read_bytes())
+    denied.chmod(0o755)
+    marker = tmp_path / "ran"
+    (policy_dir / "deny-exec.yaml").write_text(f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: deny-exec
+spec:
+  kprobes:
+  - call: sys_execve
+    syscall: true
+    args:
+    - {{index: 0, type: string}}
+    selectors:
+    - matchArgs:
+      - {{index: 0, operator: Equal, values: ["{denied}"]}}
+      matchActions:
+      - {{action: Sigkill}}
+""")
+    wait_until(
+        lambda: policies(module_nats_url).get("deny-exec", {}).get("state") == "applied", "up"
+    )
+    codes = _exec_many([str(denied), str(marker)], 1000)
+    assert codes == {-signal.SIGKILL: 1000}
+    assert not marker.exists()
+    assert policies(module_nats_url)["deny-exec"]["counters"]["signalled"] >= 1000
+    (policy_dir / "deny-exec.yaml").unlink()
+    wait_until(lambda: "deny-exec" not in policies(module_nats_url), "deny-exec removed")
+    assert subprocess.run([str(denied), str(marker)], check=False).returncode == 0
+    assert marker.exists()  # the same exec, allowed, does create it
+
+
+def _exec_many(argv: list[str], n: int) -> dict[int, int]:
+    codes: dict[int, int] = {}
+    for _ in range(n):
+        code = subprocess.run(argv, check=False, stderr=subprocess.DEVNULL).returncode
+        codes[code] = codes.get(code, 0) + 1
+    return codes
