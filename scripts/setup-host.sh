@@ -6,7 +6,7 @@ set -euo pipefail
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-/usr/bin/python3}
-APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools bpftrace bpftool python3-venv gcc libc6-dev "linux-headers-amd64" docker.io busybox-static rsyslog rsyslog-gnutls)
+APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools bpftrace bpftool python3-venv gcc libc6-dev "linux-headers-amd64" docker.io docker-compose debootstrap busybox-static rsyslog rsyslog-gnutls)
 
 log() { printf '[setup] %s\n' "$*"; }
 
