@@ -22,6 +22,7 @@ bench: setup
 	$(PY) -m benchmarks.exporter_otlp
 	$(PY) -m benchmarks.exporter_outage
 	$(PY) -m benchmarks.enforcement
+	$(PY) -m benchmarks.open_storm
 
 check: setup
 	$(VENV)/bin/ruff format --check .

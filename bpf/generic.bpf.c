@@ -152,12 +152,42 @@ static __always_inline int int_filter(struct ocellus_hook_filter *f, __s64 v)
 	return 0;
 }
 
+/* Postfix: for each length its values come in (f->vals, at most
+ * OCELLUS_HOOK_VALUES), the arg's last that many bytes are looked up under
+ * reverse = that length. The lengths keep the lookup exact: an LPM trie
+ * answers "starts with", and the last 5 bytes of a path start with any
+ * 1-byte value. A helper copies the bytes: a loop reversing them, inside
+ * the slot and filter loops, blew the verifier's 1M-instruction budget.
+ * A string cut at the read limit has no known end: it matches no Postfix
+ * (NotPostfix matches). */
+static __always_inline int str_postfix(struct hook_scratch *s, struct ocellus_hook_filter *f,
+				       __u32 off, __u32 n)
+{
+	struct ocellus_str_key *k = &s->key;
+	__u8 iflags = s->rec.data[(off - sizeof(struct ocellus_hook_item) + 1) & HOOK_DATA_MASK];
+
+	if (iflags & (OCELLUS_AF_TRUNCATED | OCELLUS_AF_FAULT))
+		return 0;
+	for (__u32 j = 0; j < OCELLUS_HOOK_VALUES; j++) {
+		if (j >= f->nvals)
+			break;
+		__u32 len = f->vals[j] & 255;  /* 1 .. OCELLUS_STR_KEY_DATA, user space says */
+		if (len > n || len > OCELLUS_STR_KEY_DATA || len == 0)
+			continue;
+		k->reverse = len;
+		k->prefixlen = OCELLUS_STR_KEY_FIXED_BITS + 8 * len;
+		bpf_probe_read_kernel(k->data, len & 255,
+				      &s->rec.data[(off + n - len) & HOOK_DATA_MASK]);
+		if (str_match_has(k))
+			return 1;
+	}
+	return 0;
+}
+
 /* String operators are answered by the str_match LPM trie, looked up with
  * the arg plus its NUL, so that an Equal entry (stored with its NUL)
- * matches only the whole string and a Prefix entry any string it starts.
- * Postfix (the arg reversed, reverse = 1) is NOT in slice 1: a bounded
- * byte-reversal loop inside the slot and filter loops took the verifier
- * past its 1M-instruction limit; user space refuses Postfix for now. */
+ * matches only the whole string and a Prefix entry any string it starts;
+ * Postfix by str_postfix. */
 static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hook_config *c,
 				      struct ocellus_hook_filter *f, __u32 fi)
 {
@@ -171,6 +201,8 @@ static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hoo
 	k->selector = c->selector;
 	k->filter = fi;
 	k->gen = c->gen;
+	if (f->op == OCELLUS_FOP_STR_POSTFIX)
+		return str_postfix(s, f, off, n);
 	k->reverse = 0;
 	bpf_probe_read_kernel(k->data, OCELLUS_STR_KEY_DATA, &s->rec.data[off & HOOK_DATA_MASK]);
 	if (n < OCELLUS_STR_KEY_DATA)
@@ -182,6 +214,81 @@ static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hoo
 	return str_match_has(k);
 }
 
+/* Set and CIDR operators (ports, protocols, families, InMap, addresses)
+ * are answered by the val_match LPM trie: one lookup whatever the number
+ * of values, ranges written as the prefixes that cover them. The part of
+ * the arg looked at: the integer as read, an address field, or a field of
+ * a struct sockaddr (family at 0, port at 2, IPv4 at 4, IPv6 at 8). */
+static __always_inline int val_filter(struct hook_scratch *s, struct ocellus_hook_config *c,
+				      struct ocellus_hook_filter *f, __u32 fi)
+{
+	struct ocellus_val_key *k = &s->vkey;
+	__u32 a = f->arg & HOOK_ARG_MASK;
+	__u8 *src = (__u8 *)&s->rec.data[s->soff[a] & HOOK_DATA_MASK];
+	__u32 n = s->slen[a];
+	__u64 v = s->ival[a];
+	__u16 family = 0, port = 0;
+
+	k->hook_id = c->hook_id;
+	k->selector = c->selector;
+	k->filter = fi;
+	k->gen = c->gen;
+	__builtin_memset(k->data, 0, sizeof(k->data));
+	if (f->part != OCELLUS_PART_VALUE) {
+		if (n < 4)
+			return 0;  /* not read, or no family and port */
+		family = src[0] | (__u16)src[1] << 8;
+		port = (__u16)src[2] << 8 | src[3];  /* network order */
+	}
+	if (f->part == OCELLUS_PART_FAMILY)
+		v = family;
+	else if (f->part == OCELLUS_PART_PORT)
+		v = port;
+	if (f->op == OCELLUS_FOP_VAL_SET) {
+		if (!(f->flags & OCELLUS_FF_UNSIGNED))
+			v ^= 1ULL << 63;  /* signed order as unsigned: ranges stay contiguous */
+		v = __builtin_bswap64(v);
+		__builtin_memcpy(k->data, &v, 8);
+		k->kind = OCELLUS_VK_INT;
+		k->prefixlen = OCELLUS_VAL_KEY_FIXED_BITS + 64;
+		return val_match_has(k);
+	}
+	/* OCELLUS_FOP_ADDR: where the address is, and how long. */
+	if (f->part == OCELLUS_PART_ADDR) {
+		if (family == 2 && n >= 8) {            /* AF_INET: sin_addr */
+			src += 4;
+			n = 4;
+		} else if (family == 10 && n >= 24) {   /* AF_INET6: sin6_addr */
+			src += 8;
+			n = 16;
+		} else {
+			return 0;
+		}
+	}
+	if (n == 16) {
+		__u64 hi, lo;
+		__builtin_memcpy(&hi, src, 8);
+		__builtin_memcpy(&lo, src + 8, 8);
+		/* ::ffff:a.b.c.d is an IPv4 peer on an IPv6 socket: match it as IPv4 */
+		if (hi == 0 && (__u32)lo == 0xffff0000) {
+			src += 12;
+			n = 4;
+		} else {
+			__builtin_memcpy(k->data, &hi, 8);
+			__builtin_memcpy(k->data + 8, &lo, 8);
+			k->kind = OCELLUS_VK_IP6;
+			k->prefixlen = OCELLUS_VAL_KEY_FIXED_BITS + 128;
+			return val_match_has(k);
+		}
+	}
+	if (n != 4)
+		return 0;
+	__builtin_memcpy(k->data, src, 4);
+	k->kind = OCELLUS_VK_IP4;
+	k->prefixlen = OCELLUS_VAL_KEY_FIXED_BITS + 32;
+	return val_match_has(k);
+}
+
 /* The filters of a slot, ANDed. Each filter's result goes through map
  * memory (s->hit), for the same reason as read_arg's. */
 static __always_inline int slot_matches(struct hook_scratch *s, struct ocellus_hook_config *c)
@@ -190,8 +297,12 @@ static __always_inline int slot_matches(struct hook_scratch *s, struct ocellus_h
 		if (fi >= c->nfilters)
 			break;
 		struct ocellus_hook_filter *f = &c->filters[fi];
-		if (f->op >= OCELLUS_FOP_STR_EQUAL)
-			s->hit = str_filter(s, c, f, fi);
+		/* a matchReturnArgs filter's map entries are apart from matchArgs' */
+		__u32 fk = fi | (c->flags & OCELLUS_HF_EXIT ? OCELLUS_FILTER_RETURN : 0);
+		if (f->op >= OCELLUS_FOP_VAL_SET)
+			s->hit = val_filter(s, c, f, fk);
+		else if (f->op >= OCELLUS_FOP_STR_EQUAL)
+			s->hit = str_filter(s, c, f, fk);
 		else
 			s->hit = int_filter(f, s->ival[f->arg & HOOK_ARG_MASK]);
 		__u32 hit = *(volatile __u32 *)&s->hit;
@@ -208,6 +319,10 @@ static __always_inline int slot_matches(struct hook_scratch *s, struct ocellus_h
 static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 				    struct ocellus_hook_config *c, __u32 slot)
 {
+	/* Process selectors first, before any arg is read: their answers are
+	 * from proc_stage (lib/proc_select.h). */
+	if (!(*(volatile __u32 *)&s->proc.ok & (1u << slot)))
+		return 0;
 	s->pos = 0;
 	s->rec.fixed.hdr.flags = 0;
 	for (__u32 i = 0; i < OCELLUS_HOOK_ARGS; i++) {
@@ -233,9 +348,12 @@ static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 		fx->selector = c->selector;
 		fx->action = c->action;
 		fx->nargs = c->nargs;
+		fx->kflags = 0;
 		__u32 len = s->pos & HOOK_DATA_MASK;
 		fx->args_len = len;
-		if (emit(&s->rec, sizeof(*fx) + len) == 0 && st)
+		if (c->flags & OCELLUS_HF_RETURN)
+			hook_pending_keep(s, slot);  /* posted by sys_exit_* (hook_return.bpf.c) */
+		else if (emit(&s->rec, sizeof(*fx) + len) == 0 && st)
 			st->posted += 1;
 	}
 	/* After the record: it must say what happened even to a process that
@@ -263,6 +381,7 @@ static __always_inline int generic_tp(void *ctx)
 	struct hook_scratch *s = hook_scratch_get();
 	if (!s)
 		return 0;
+	proc_stage(s, tp_id);
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
 		struct ocellus_hook_config *c = hook_config_get(&key);

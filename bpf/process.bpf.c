@@ -21,6 +21,9 @@
 #ifndef OCELLUS_PROCS_MAX
 #define OCELLUS_PROCS_MAX 65536
 #endif
+#ifndef OCELLUS_PENDING_MAX
+#define OCELLUS_PENDING_MAX 4096           /* threads inside a `return: true` hooked syscall */
+#endif
 
 #define CLONE_THREAD_FLAG 0x00010000
 #define CLONE_PARENT_FLAG 0x00008000
@@ -165,11 +168,24 @@ fault:
 	count(OCELLUS_STAT_EXEC_NO_ARGS);
 }
 
+/* `return: true` hooks' records waiting for sys_exit_* (hook_return.bpf.c):
+ * defined with the hook engine at the end of this file. */
+static __always_inline void hook_pending_forget(__u64 pid_tgid);
+static __always_inline void hook_pending_rekey(__u64 from, __u64 to);
+/* Process selectors (lib/proc_select.h): defined with the hook engine. */
+static __always_inline void proc_sel_exec(char *data, __u32 off, __u32 mask, __u32 len);
+static __always_inline void proc_sel_clone(__u32 child, int clone_parent);
+static __always_inline void proc_sel_del(__u32 tgid);
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	__u32 zero = 0;
 	struct exec_record *rec = exec_scratch.lookup(&zero);
 
+	/* A non-leader thread's execve returns as the leader (same tgid). */
+	if (args->old_pid != args->pid)
+		hook_pending_rekey(((__u64)args->pid << 32) | (__u32)args->old_pid,
+				   bpf_get_current_pid_tgid());
 	if (!rec)
 		return 0;
 	read_args(rec);
@@ -186,6 +202,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (filename_len >= OCELLUS_FILENAME_MAX - 1)
 		rec->fixed.hdr.flags |= OCELLUS_F_FILENAME_TRUNCATED;
 	rec->fixed.filename_len = filename_len;
+	proc_sel_exec(rec->data, args_len, ARGS_MASK, filename_len);
 
 	emit(rec, sizeof(rec->fixed) + args_len + filename_len);
 	return 0;
@@ -215,6 +232,7 @@ TRACEPOINT_PROBE(task, task_newtask)
 	rec.hdr.pid = args->pid;
 	rec.hdr.tid = args->pid;
 	procs.update(&rec.hdr.pid, &child);
+	proc_sel_clone(args->pid, args->clone_flags & CLONE_PARENT_FLAG);
 	emit(&rec, sizeof(rec));
 	return 0;
 }
@@ -294,11 +312,14 @@ TRACEPOINT_PROBE(signal, signal_deliver)
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
+	/* Every thread: one that ends inside a hooked syscall never returns. */
+	hook_pending_forget(bpf_get_current_pid_tgid());
 	if (!args->group_dead)
 		return 0;
 	struct ocellus_exit rec = {};
 	fill_header(&rec.hdr, OCELLUS_OP_EXIT);
 	__u32 pid = rec.hdr.pid;
+	proc_sel_del(pid);
 	struct proc_state *ps = procs.lookup(&pid);
 	if (ps) {
 		rec.hdr.ppid = ps->ppid;
@@ -374,9 +395,15 @@ BPF_TABLE_PINNED("hash", struct ocellus_hook_key, struct ocellus_hook_config, ho
 		 OCELLUS_HOOK_CONFIGS_MAX, OCELLUS_PIN_DIR "/hook_config");
 BPF_TABLE_PINNED("lpm_trie", struct ocellus_str_key, __u8, str_match,
 		 OCELLUS_STR_MATCH_MAX, OCELLUS_PIN_DIR "/str_match", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct ocellus_val_key, __u8, val_match,
+		 OCELLUS_VAL_MATCH_MAX, OCELLUS_PIN_DIR "/val_match", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("percpu_hash", __u32, struct ocellus_hook_stats, hook_stats,
 		 OCELLUS_HOOKS_MAX, OCELLUS_PIN_DIR "/hook_stats");
 BPF_PERCPU_ARRAY(hook_scratch, struct hook_scratch, 1);
+/* Not pinned: only the programs of this object read it, and what waits in
+ * it does not outlive them. Allocated per entry (a record is ~2.4 KB). */
+BPF_F_TABLE("hash", struct hook_pending_key, struct hook_record, hook_pending,
+	    OCELLUS_PENDING_MAX, BPF_F_NO_PREALLOC);
 
 static __always_inline struct ocellus_hook_config *hook_config_get(struct ocellus_hook_key *k)
 {
@@ -399,9 +426,135 @@ static __always_inline struct hook_scratch *hook_scratch_get(void)
 	return hook_scratch.lookup(&zero);
 }
 
+static __always_inline int val_match_has(struct ocellus_val_key *k)
+{
+	return val_match.lookup(k) != NULL;
+}
+
+/* The record in scratch waits for the same thread's sys_exit_*. */
+static __always_inline void hook_pending_keep(struct hook_scratch *s, __u32 slot)
+{
+	s->pkey.pid_tgid = bpf_get_current_pid_tgid();
+	s->pkey.slot = slot;
+	s->pkey._pad = 0;
+	if (hook_pending.update(&s->pkey, &s->rec) < 0)
+		count(OCELLUS_STAT_RETURN_LOST);
+}
+
+static __always_inline struct hook_record *hook_pending_get(__u64 pid_tgid, __u32 slot)
+{
+	struct hook_pending_key k = { .pid_tgid = pid_tgid, .slot = slot };
+	return hook_pending.lookup(&k);
+}
+
+static __always_inline void hook_pending_delete(__u64 pid_tgid, __u32 slot)
+{
+	struct hook_pending_key k = { .pid_tgid = pid_tgid, .slot = slot };
+	hook_pending.delete(&k);
+}
+
+static __always_inline void hook_pending_forget(__u64 pid_tgid)
+{
+	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++)
+		hook_pending_delete(pid_tgid, slot);
+}
+
+static __always_inline void hook_pending_rekey(__u64 from, __u64 to)
+{
+	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
+		struct hook_record *p = hook_pending_get(from, slot);
+		if (!p)
+			continue;
+		struct hook_pending_key k = { .pid_tgid = to, .slot = slot };
+		if (hook_pending.update(&k, p) < 0)
+			count(OCELLUS_STAT_RETURN_LOST);
+		hook_pending_delete(from, slot);
+	}
+}
+
+/* Process selectors: bin_match and bin_state are policy maps (the
+ * enforcer writes them); proc_sel is this object's own, like procs: it
+ * describes live processes, so it must not outlive the programs that keep
+ * it (a pid reused while no sensor ran would inherit a stranger's entry).
+ * Allocated per entry: memory follows the number of live processes. */
+BPF_TABLE_PINNED("lpm_trie", struct ocellus_bin_key, struct ocellus_bin_value, bin_match,
+		 OCELLUS_BIN_MATCH_MAX, OCELLUS_PIN_DIR "/bin_match", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array", __u32, struct ocellus_bin_state, bin_state,
+		 OCELLUS_BIN_STATE_MAX, OCELLUS_PIN_DIR "/bin_state");
+BPF_F_TABLE("hash", __u32, struct proc_sel, proc_sel, OCELLUS_PROCS_MAX, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(proc_sel_scratch, struct proc_sel, 1);
+
+static __always_inline struct proc_sel *proc_sel_get(__u32 tgid)
+{
+	return proc_sel.lookup(&tgid);
+}
+
+static __always_inline int proc_sel_put(__u32 tgid, struct proc_sel *v)
+{
+	return proc_sel.update(&tgid, v);
+}
+
+static __always_inline void proc_sel_del(__u32 tgid)
+{
+	proc_sel.delete(&tgid);
+}
+
+/* A zeroed entry to create one from (too big for the stack). */
+static __always_inline struct proc_sel *proc_sel_blank(void)
+{
+	__u32 zero = 0;
+	struct proc_sel *b = proc_sel_scratch.lookup(&zero);
+
+	if (b)
+		__builtin_memset(b, 0, sizeof(*b));
+	return b;
+}
+
+static __always_inline __u64 bin_bits(struct ocellus_bin_key *k)
+{
+	struct ocellus_bin_value *v = bin_match.lookup(k);
+	return v ? v->bits : 0;
+}
+
+static __always_inline struct ocellus_bin_state *bin_state_get(void)
+{
+	__u32 zero = 0;
+	return bin_state.lookup(&zero);
+}
+
+#include "lib/proc_select.h"
 #include "generic.bpf.c"
+#include "hook_return.bpf.c"
 
 int ocellus_generic_tp(void *ctx)
 {
 	return generic_tp(ctx);
+}
+
+int ocellus_generic_exit_tp(void *ctx)
+{
+	return generic_exit_tp(ctx);
+}
+
+/* Network deny (connect.bpf.c): cgroup connect4/connect6 programs, loaded
+ * and attached to the cgroup v2 root by services/sensor/connect_guard.py.
+ * connect_rules is a policy map (the enforcer writes it). */
+BPF_TABLE_PINNED("array", __u32, struct ocellus_connect_rule, connect_rules,
+		 OCELLUS_CONNECT_RULES_MAX, OCELLUS_PIN_DIR "/connect_rules");
+
+static __always_inline struct ocellus_connect_rule *connect_rule_get(__u32 i)
+{
+	return connect_rules.lookup(&i);
+}
+
+#include "connect.bpf.c"
+
+int ocellus_connect4(struct bpf_sock_addr *ctx)
+{
+	return connect_guard(ctx, 0);
+}
+
+int ocellus_connect6(struct bpf_sock_addr *ctx)
+{
+	return connect_guard(ctx, 1);
 }

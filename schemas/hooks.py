@@ -40,6 +40,8 @@ class HookInfo(BaseModel):
     event: str  # ("sys_enter_openat")
     function_name: str | None = None  # kprobes: as Tetragon names it (__x64_sys_openat)
     args: list[HookArgInfo] = []
+    # return: true: the record's `ret`, typed as the policy's returnArg.
+    return_arg: HookArgInfo | None = None
     message: str | None = None
     tags: list[str] = []
     mode: Literal["enforce", "monitor"] = "enforce"

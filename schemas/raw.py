@@ -49,6 +49,7 @@ class KernelStat(enum.IntEnum):
     RECORDS = 1
     THREADS = 2
     EXEC_NO_ARGS = 3
+    RETURN_LOST = 4  # return: true records not kept for sys_exit_* (map full)
 
 
 class _Record(BaseModel):
@@ -110,8 +111,13 @@ class RawHook(_Record):
     hook_id: U32
     slot: Annotated[int, Field(ge=0, le=255)]
     selector: Annotated[int, Field(ge=0, le=255)]
-    action: Annotated[int, Field(ge=1, le=4)]  # 1 Post, 2 NoPost, 3 Sigkill, 4 Signal
+    # 1 Post, 2 NoPost, 3 Sigkill, 4 Signal, 5 Override (a connect denied)
+    action: Annotated[int, Field(ge=1, le=5)]
     args: Annotated[list[HookArg], Field(max_length=6)]
+    # return: true hooks (a syscall kprobe paired with sys_exit_*): the syscall's return
+    # value, signed (or unsigned, as the returnArg's type says); absent otherwise. The
+    # record is posted at the return, with the args read at the call.
+    ret: Annotated[int, Field(ge=-(2**63), le=2**64 - 1)] | None = None
 
 
 RECORD_TYPES: dict[str, type[_Record]] = {

@@ -56,6 +56,12 @@ def status_all() -> str:
     return f"{PREFIX}.status.>"
 
 
+def alerts(node: str) -> str:
+    """The sensor's findings about itself and the BPF around it (not events:
+    nothing Tetragon-shaped; the status heartbeat counts them too)."""
+    return f"{PREFIX}.alerts.{node_token(node)}"
+
+
 def deadletter(sink: str) -> str:
     """Where the exporter puts what sink ``sink`` could not take."""
     return f"{PREFIX}.deadletter.{node_token(sink)}"
@@ -72,3 +78,44 @@ def control(service: str, node: str, verb: str) -> str:
 def event_type_of(subject: str) -> str:
     """The <type> token of a raw or events subject."""
     return subject.rsplit(".", 1)[-1]
+
+
+# NATS's own subjects, as the per-service permissions (services/common/
+# permissions.py) name them: reply inboxes, the JetStream API, KV buckets.
+INBOX = "_INBOX"
+JS_API = "$JS.API"
+
+
+def inbox(service: str) -> str:
+    """The prefix of a service's reply inboxes: only that service may read them."""
+    return f"{INBOX}.{node_token(service)}"
+
+
+def js_api(*tokens: str) -> str:
+    """A JetStream API subject, e.g. js_api("STREAM", "INFO", EVENTS_STREAM)."""
+    return ".".join((JS_API, *tokens))
+
+
+def js_ack(stream: str) -> str:
+    """Where a consumer of ``stream`` acks (and naks) its messages."""
+    return f"$JS.ACK.{stream}.>"
+
+
+def js_flow_control(stream: str) -> str:
+    """Flow-control replies of push consumers (KV watches) on ``stream``."""
+    return f"$JS.FC.{stream}.>"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_keys(bucket: str) -> str:
+    """Every key of a KV bucket (writes are publishes here)."""
+    return f"$KV.{bucket}.>"
+
+
+def kv_key(bucket: str, key: str) -> str:
+    """One key of a KV bucket."""
+    return f"$KV.{bucket}.{key}"

@@ -1,5 +1,6 @@
-"""A real OTLP endpoint for tests: the gRPC LogsService and TraceService (grpcio and the
-opentelemetry-proto stubs), and OTLP/HTTP protobuf (a small aiohttp server), both on
+"""A real OTLP endpoint for tests: the gRPC LogsService, TraceService and MetricsService
+(grpcio and the opentelemetry-proto stubs), and OTLP/HTTP protobuf for logs and traces
+(a small aiohttp server), both on
 127.0.0.1 port 0. They decode and keep every request, and can be told to fail the next
 N calls (gRPC UNAVAILABLE, HTTP 503) to test retries.
 
@@ -25,6 +26,10 @@ import grpc
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -55,6 +60,16 @@ class ReceivedLog:
 
 
 @dataclass(frozen=True)
+class ReceivedMetric:
+    resource: dict[str, Any]
+    scope: str
+    name: str
+    kind: str  # "sum" or "gauge" (what the data points came in)
+    monotonic: bool
+    points: list[tuple[dict[str, Any], float]]  # (attributes, value)
+
+
+@dataclass(frozen=True)
 class ReceivedSpan:
     resource: dict[str, Any]
     scope: str
@@ -71,6 +86,7 @@ class OtlpReceiver:
         self.records = 0  # log records plus spans received
         self.log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
         self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.headers: list[dict[str, str]] = []  # request metadata / headers, per call
         self.calls = 0
         self.failed_calls = 0
@@ -93,6 +109,11 @@ class OtlpReceiver:
             return True
 
     def _keep(self, request: Any) -> None:
+        if isinstance(request, metrics_service_pb2.ExportMetricsServiceRequest):
+            with self._lock:
+                if self.keep:
+                    self.metric_requests.append(request)
+            return
         is_logs = isinstance(request, logs_service_pb2.ExportLogsServiceRequest)
         groups = request.resource_logs if is_logs else request.resource_spans
         count = sum(
@@ -123,6 +144,36 @@ class OtlpReceiver:
             for rec in sl.log_records
         ]
 
+    def metrics(self) -> list[ReceivedMetric]:
+        """Every metric received (sums and gauges), oldest first."""
+        with self._lock:
+            requests = list(self.metric_requests)
+        out = []
+        for req in requests:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        if kind not in ("sum", "gauge"):
+                            continue
+                        data = getattr(m, kind)
+                        points = [
+                            (attributes(p.attributes), getattr(p, p.WhichOneof("value")))
+                            for p in data.data_points
+                        ]
+                        monotonic = kind == "sum" and data.is_monotonic
+                        out.append(
+                            ReceivedMetric(
+                                attributes(rm.resource.attributes),
+                                sm.scope.name,
+                                m.name,
+                                kind,
+                                monotonic,
+                                points,
+                            )
+                        )
+        return out
+
     def spans(self) -> list[ReceivedSpan]:
         """Every span received, with its resource's and its own attributes."""
         with self._lock:
@@ -149,6 +200,17 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self.receiver = receiver
+
+    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not self.receiver._admit(dict(context.invocation_metadata())):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure")
+        self.receiver._keep(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self.receiver = receiver
@@ -168,6 +230,7 @@ def start_grpc_receiver(
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(receiver), server)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(receiver), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(receiver), server)
     if tls is None:
         port = server.add_insecure_port("127.0.0.1:0")
         receiver.endpoint = f"http://127.0.0.1:{port}"

@@ -34,7 +34,8 @@ enum ocellus_stat {
 	OCELLUS_STAT_RECORDS = 1,      /* records written to the ring buffer */
 	OCELLUS_STAT_THREADS = 2,      /* thread clones seen (not emitted) */
 	OCELLUS_STAT_EXEC_NO_ARGS = 3, /* execs whose argv was not captured */
-	OCELLUS_STAT_MAX = 4,
+	OCELLUS_STAT_RETURN_LOST = 4,  /* return: true records not kept for sys_exit_* (map full) */
+	OCELLUS_STAT_MAX = 5,
 };
 
 #define OCELLUS_COMM_LEN 16

@@ -4,6 +4,7 @@
 #define OCELLUS_HOOK_SCRATCH_H
 
 #include "policy.h"
+#include "proc_view.h"
 
 /* Arg items are written at `pos` masked to HOOK_DATA_MASK so that the
  * verifier can bound every write; the room after the mask takes the
@@ -17,11 +18,25 @@ struct hook_record {
 	char data[HOOK_DATA_SIZE];
 };
 
+/* hook_pending key: a `return: true` hook's record waits here between
+ * sys_enter_* and sys_exit_*. A thread is in one syscall at a time, so its
+ * entries all belong to the syscall it is in; `slot` is the enter slot of
+ * the selector that matched (several hooks may wait on one syscall). */
+struct hook_pending_key {
+	__u64 pid_tgid;
+	__u32 slot;
+	__u32 _pad;
+};
+
 /* Too big for the 512-byte stack; and values kept here are opaque to the
  * verifier, which keeps the number of states it explores small. */
 struct hook_scratch {
 	struct hook_record rec;
 	struct ocellus_str_key key;
+	struct ocellus_val_key vkey;
+	/* In map memory: a key on the stack, written on one path only, split
+	 * the verifier's states (+320k instructions). */
+	struct hook_pending_key pkey;
 	__s64 ival[HOOK_ARG_MASK + 1];  /* each arg's integer value */
 	__u32 soff[HOOK_ARG_MASK + 1];  /* where each arg's data starts in rec.data */
 	__u32 slen[HOOK_ARG_MASK + 1];  /* string bytes, without the NUL */
@@ -33,6 +48,7 @@ struct hook_scratch {
 	__u32 alen;                     /* the arg being read: its bytes, or < 0: fault */
 	__u32 aflags;                   /* and its OCELLUS_AF_* */
 	__u32 hit;                      /* the filter being evaluated matched (same reason) */
+	struct proc_view proc;          /* the current process, for process selectors */
 };
 
 #endif /* OCELLUS_HOOK_SCRATCH_H */

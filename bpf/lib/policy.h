@@ -11,7 +11,7 @@
 
 #include "events.h"
 
-#define OCELLUS_HOOK_SLOTS 4        /* (hook, selector) pairs per tracepoint */
+#define OCELLUS_HOOK_SLOTS 5        /* (hook, selector) pairs per tracepoint */
 #define OCELLUS_HOOK_ARGS 6         /* a syscall has at most 6 arguments */
 #define OCELLUS_HOOK_FILTERS 5      /* matchArgs per selector (as Tetragon) */
 #define OCELLUS_HOOK_VALUES 8       /* integer values per filter (InRange: 4 pairs) */
@@ -22,6 +22,14 @@
  * first 248 bytes. */
 #define OCELLUS_STR_KEY_DATA 248
 #define OCELLUS_STR_KEY_FIXED_BITS 64
+/* val_match keys: the same fixed part, then 16 bytes of value. */
+#define OCELLUS_VAL_KEY_DATA 16
+#define OCELLUS_VAL_KEY_FIXED_BITS 64
+/* ocellus_str_key.filter / ocellus_val_key.filter of a matchReturnArgs filter */
+#define OCELLUS_FILTER_RETURN 0x80
+/* hook_config key .slot of the exit side of a `return: true` hook: on the
+ * sys_exit_* tracepoint, OR the slot its selector has on sys_enter_*. */
+#define OCELLUS_SLOT_RETURN (1u << 16)
 
 /* How an arg is read: services/enforcer/plan.py's INT .. ADDRESS. */
 enum ocellus_read {
@@ -44,7 +52,24 @@ enum ocellus_filter_op {
 	OCELLUS_FOP_RANGE = 5,       /* any vals[2i] <= arg <= vals[2i+1] */
 	OCELLUS_FOP_STR_EQUAL = 6,   /* str_match entry: value + NUL */
 	OCELLUS_FOP_STR_PREFIX = 7,  /* str_match entry: value */
-	OCELLUS_FOP_STR_POSTFIX = 8, /* str_match entry: value reversed, reverse = 1 (not in slice 1) */
+	OCELLUS_FOP_STR_POSTFIX = 8, /* str_match entry: value, reverse = its length; vals: the lengths */
+	OCELLUS_FOP_VAL_SET = 9,     /* val_match INT entries: values and ranges (as prefixes) */
+	OCELLUS_FOP_ADDR = 10,       /* val_match IP4/IP6 entries: CIDRs */
+};
+
+/* Which part of an arg a filter looks at (ocellus_hook_filter.part). */
+enum ocellus_arg_part {
+	OCELLUS_PART_VALUE = 0,      /* the arg as read (an integer, a string, an address field) */
+	OCELLUS_PART_FAMILY = 1,     /* a sockaddr's sa_family */
+	OCELLUS_PART_PORT = 2,       /* a sockaddr's port, host order */
+	OCELLUS_PART_ADDR = 3,       /* a sockaddr's IPv4 or IPv6 address */
+};
+
+/* ocellus_val_key.kind */
+enum ocellus_val_kind {
+	OCELLUS_VK_INT = 1,          /* data[0..8]: u64 big-endian; a signed arg has its sign bit flipped */
+	OCELLUS_VK_IP4 = 4,          /* data[0..4] (an IPv4-mapped IPv6 address is looked up as IPv4) */
+	OCELLUS_VK_IP6 = 6,          /* data[0..16] */
 };
 #define OCELLUS_FF_NOT (1 << 0)      /* negate the result */
 #define OCELLUS_FF_UNSIGNED (1 << 1) /* compare as u64 (GT, LT, RANGE) */
@@ -55,8 +80,11 @@ enum ocellus_action {
 	OCELLUS_ACTION_NOPOST = 2,
 	OCELLUS_ACTION_SIGKILL = 3,
 	OCELLUS_ACTION_SIGNAL = 4,
+	OCELLUS_ACTION_OVERRIDE = 5,     /* connect denied (connect.bpf.c; ocellus_connect_rule) */
 };
 #define OCELLUS_HF_POST (1 << 0)     /* ocellus_hook_config.flags: emit a record */
+#define OCELLUS_HF_RETURN (1 << 1)   /* return: true: the record waits in hook_pending for sys_exit_* */
+#define OCELLUS_HF_EXIT (1 << 2)     /* the sys_exit_* side of a return: true hook (matchReturnArgs) */
 
 struct ocellus_hook_key {
 	__u32 tp_id;         /* the tracepoint's tracefs id (the attachment's BPF cookie) */
@@ -74,8 +102,87 @@ struct ocellus_hook_filter {
 	__u8  op;            /* enum ocellus_filter_op */
 	__u8  flags;         /* OCELLUS_FF_* */
 	__u8  nvals;         /* integer ops: values used in vals */
-	__u32 _pad;
+	__u8  part;          /* enum ocellus_arg_part */
+	__u8  _pad[3];
 	__s64 vals[OCELLUS_HOOK_VALUES];
+};
+
+/* Process selectors (matchBinaries, matchPIDs, matchNamespaces) of a slot,
+ * evaluated before its args are read (lib/proc_select.h). */
+#define OCELLUS_HOOK_PIDS 8          /* matchPIDs values per selector */
+#define OCELLUS_HOOK_NS_FILTERS 4    /* matchNamespaces filters per selector */
+#define OCELLUS_HOOK_NS_VALUES 4     /* namespace inums per filter */
+#define OCELLUS_PROC_ANCESTORS 8     /* ancestors followForks looks at */
+#define OCELLUS_BIN_SETS 64          /* matchBinaries value sets in use at once (bits) */
+#define OCELLUS_BIN_EPOCHS 32        /* ocellus_bin_state.keep: epochs remembered */
+#define OCELLUS_BIN_KEY_DATA 255     /* bytes of path in a bin_match key */
+
+/* Namespace kinds of matchNamespaces (Tetragon's order). */
+enum ocellus_ns_kind {
+	OCELLUS_NS_UTS = 0,
+	OCELLUS_NS_IPC = 1,
+	OCELLUS_NS_MNT = 2,
+	OCELLUS_NS_PID = 3,
+	OCELLUS_NS_PID_FOR_CHILDREN = 4,
+	OCELLUS_NS_NET = 5,
+	OCELLUS_NS_TIME = 6,
+	OCELLUS_NS_TIME_FOR_CHILDREN = 7,
+	OCELLUS_NS_CGROUP = 8,
+	OCELLUS_NS_USER = 9,
+	OCELLUS_NS_KINDS = 10,
+};
+#define OCELLUS_PF_ON (1 << 0)       /* the filter is present */
+#define OCELLUS_PF_NOT (1 << 1)      /* NotIn, NotPrefix, NotPostfix */
+#define OCELLUS_PF_FOLLOW (1 << 2)   /* followChildren / followForks */
+#define OCELLUS_PF_NSPID (1 << 3)    /* isNamespacePID */
+
+struct ocellus_ns_filter {
+	__u8  kind;          /* enum ocellus_ns_kind */
+	__u8  flags;         /* OCELLUS_PF_NOT */
+	__u8  nvals;
+	__u8  _pad;
+	__u32 vals[OCELLUS_HOOK_NS_VALUES]; /* inums; 0: the host's (the sensor knows it) */
+};
+
+struct ocellus_proc_filter {
+	__u8  bin_bit;       /* the matchBinaries value set: a bit of ocellus_bin_value.bits */
+	__u8  bin_flags;     /* OCELLUS_PF_ON | NOT | FOLLOW */
+	__u8  pid_flags;     /* OCELLUS_PF_ON | NOT | FOLLOW | NSPID */
+	__u8  npids;
+	__u8  nns;
+	__u8  _pad[3];
+	__u32 pids[OCELLUS_HOOK_PIDS];
+	struct ocellus_ns_filter ns[OCELLUS_HOOK_NS_FILTERS];
+};
+
+/* bin_match key (LPM trie, global: shared by every hook). dir 0: the
+ * executable's path and its NUL (In/NotIn entries end with the NUL,
+ * Prefix entries do not); dir 1: the path reversed (Postfix entries).
+ * prefixlen: 8 * (1 + bytes of data). */
+struct ocellus_bin_key {
+	__u32 prefixlen;
+	__u8  dir;
+	char  data[OCELLUS_BIN_KEY_DATA];
+};
+
+/* bin_match value. An LPM lookup finds the longest entry only, so each
+ * entry's `bits` also holds the bits of every entry that is a prefix of it:
+ * one lookup answers all sets. `own` is the entry's own sets (for user
+ * space, which rebuilds `bits` from it). */
+struct ocellus_bin_value {
+	__u64 bits;
+	__u64 own;
+};
+
+/* bin_state (array, one entry). A process's set bits are computed at exec
+ * under `epoch`; user space bumps it when it gives a bit to a new set, and a
+ * process seen under an older epoch has its bits computed again. keep[e %
+ * OCELLUS_BIN_EPOCHS]: the bits whose meaning has not changed since epoch e
+ * (what a process's inherited followChildren bits may keep). */
+struct ocellus_bin_state {
+	__u32 epoch;
+	__u32 _pad;
+	__u64 keep[OCELLUS_BIN_EPOCHS];
 };
 
 /* hook_config value: one (hook, selector) pair on one tracepoint. */
@@ -91,6 +198,7 @@ struct ocellus_hook_config {
 	__u32 signal;        /* bpf_send_signal() on a match; 0: none */
 	struct ocellus_hook_arg args[OCELLUS_HOOK_ARGS];
 	struct ocellus_hook_filter filters[OCELLUS_HOOK_FILTERS];
+	struct ocellus_proc_filter proc;
 };
 
 /* str_match key (LPM trie; the value is a __u8, 1). prefixlen counts bits
@@ -103,9 +211,23 @@ struct ocellus_str_key {
 	__u32 hook_id;
 	__u8  selector;
 	__u8  filter;        /* index into ocellus_hook_config.filters */
-	__u8  reverse;       /* 1: Postfix (data reversed) */
+	__u8  reverse;       /* Postfix: the value's length (1..248); 0: Equal, Prefix */
 	__u8  gen;
 	char  data[OCELLUS_STR_KEY_DATA];
+};
+
+/* val_match key (LPM trie; the value is a __u8, 1): integer sets with
+ * ranges (a range is written as the prefixes that cover it) and CIDRs.
+ * prefixlen: OCELLUS_VAL_KEY_FIXED_BITS + bits of data; generations as in
+ * str_match. */
+struct ocellus_val_key {
+	__u32 prefixlen;
+	__u32 hook_id;
+	__u8  selector;
+	__u8  filter;        /* index into filters, | OCELLUS_FILTER_RETURN */
+	__u8  gen;
+	__u8  kind;          /* enum ocellus_val_kind */
+	__u8  data[OCELLUS_VAL_KEY_DATA];
 };
 
 /* hook_stats value (per-CPU hash by hook_id, created by user space). */
@@ -114,6 +236,7 @@ struct ocellus_hook_stats {
 	__u64 posted;        /* records written for it */
 	__u64 signalled;     /* signals sent (Sigkill, Signal) */
 	__u64 filtered;      /* events no selector of the hook matched */
+	__u64 denied;        /* connects denied (Override: connect.bpf.c) */
 };
 
 /* OCELLUS_OP_HOOK record: the fixed part, then args_len bytes of nargs
@@ -130,9 +253,13 @@ struct ocellus_hook_fixed {
 	__u8  action;        /* enum ocellus_action */
 	__u8  nargs;
 	__u16 args_len;
-	__u16 _pad;
+	__u8  kflags;        /* OCELLUS_HK_* */
+	__u8  _pad;
 	__u32 _pad2;
 };
+/* kflags: a return item (ocellus_hook_item + 8 bytes, read INT or UINT)
+ * follows the nargs arg items; args_len counts it. */
+#define OCELLUS_HK_RETURN (1 << 0)
 
 struct ocellus_hook_item {
 	__u8  read;          /* enum ocellus_read */
@@ -141,5 +268,22 @@ struct ocellus_hook_item {
 };
 #define OCELLUS_AF_TRUNCATED (1 << 0) /* the string filled the read buffer */
 #define OCELLUS_AF_FAULT (1 << 1)     /* the read failed: len is 0 */
+
+/* Network deny (connect.bpf.c): each Override selector of a sys_connect hook
+ * is also a connect rule, evaluated by the cgroup connect4/connect6 programs
+ * on every connect of the node. The rule names the selector's hook_config
+ * slot (its filters, their val_match entries and its action: OVERRIDE in
+ * enforce mode, POST in monitor mode) and says what connect() returns. */
+#define OCELLUS_CONNECT_RULES 32     /* connect_rules entries (array) */
+#define OCELLUS_CR_POST (1 << 0)     /* ocellus_connect_rule.flags: emit a record */
+
+struct ocellus_connect_rule {
+	__u32 hook_id;       /* 0: the entry is unused */
+	__u32 tp_id;         /* the hook's tracepoint: hook_config key */
+	__u8  selector;      /* which of the hook's selectors (ocellus_hook_config.selector) */
+	__u8  flags;         /* OCELLUS_CR_* */
+	__u16 _pad;
+	__s32 error;         /* what connect() returns: a negative errno (argError) */
+};
 
 #endif /* OCELLUS_POLICY_H */

@@ -11,10 +11,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from schemas import subjects
 from schemas.events import EVENT_KINDS
 from services.cli.events import EventFilter, EventPrinter, run_events
 from services.cli.policy import add_policy_parser, run_policy
 from services.cli.settings import Settings
+from services.cli.status import add_status_parser, run_status
 from services.common import bus
 from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
@@ -75,7 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sensor", parents=[common], help="run the sensor (root)")
     enforcer = sub.add_parser("enforcer", parents=[common], help="run the enforcer (CAP_BPF)")
     enforcer.add_argument("--policy-dir", type=Path, metavar="DIR", help="policies to watch")
+    sub.add_parser("enricher", parents=[common], help="run the enricher")
+    exporter = sub.add_parser("exporter", parents=[common], help="run the exporter")
+    exporter.add_argument(
+        "--exporter-config",
+        dest="config_file",
+        type=Path,
+        metavar="FILE",
+        help="sinks, filters, limits (env OCELLUS_EXPORTER_CONFIG_FILE)",
+    )
     add_policy_parser(sub, common)
+    add_status_parser(sub, common)
     return parser
 
 
@@ -98,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             from services.enforcer.settings import Settings as EnforcerSettings
 
             return enforcer_main(EnforcerSettings(**flags, **_overrides(args, "policy_dir")))
+        if args.command == "enricher":
+            from services.enricher.__main__ import main as enricher_main
+            from services.enricher.settings import Settings as EnricherSettings
+
+            return enricher_main(EnricherSettings(**flags))
+        if args.command == "exporter":
+            from services.exporter.__main__ import main as exporter_main
+            from services.exporter.settings import Settings as ExporterSettings
+
+            return exporter_main(ExporterSettings(**flags, **_overrides(args, "config_file")))
         settings = Settings(**flags)
     except ValidationError as e:
         print(f"ocellus: invalid settings:\n{e}", file=sys.stderr)
@@ -125,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_events(settings, printer))
         if args.command == "policy":
             return asyncio.run(run_policy(settings, args))
+        if args.command == "status":
+            return asyncio.run(run_status(settings, args))
     except OcellusError as e:
         log.error(f"ocellus {args.command} failed", reason=str(e))
         return 1
@@ -161,7 +185,11 @@ def _events_from_file(path: str, printer: EventPrinter) -> int:
 async def _events(settings: Settings, printer: EventPrinter) -> int:
     stop = stop_on_signals()
     nc = await bus.connect(
-        settings.nats_url, name="ocellus-events", timeout=settings.nats_connect_timeout
+        settings.nats_url,
+        name="ocellus-events",
+        timeout=settings.nats_connect_timeout,
+        auth=bus.NatsAuth.of(settings),
+        inbox_prefix=subjects.inbox("cli"),
     )
     try:
         await run_events(nc, printer, stop)

@@ -61,7 +61,11 @@ async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{e}\nnothing was changed", file=sys.stderr)
             return EXIT_REFUSED
     nc = await bus.connect(
-        settings.nats_url, name="ocellus-policy", timeout=settings.nats_connect_timeout
+        settings.nats_url,
+        name="ocellus-policy",
+        timeout=settings.nats_connect_timeout,
+        auth=bus.NatsAuth.of(settings),
+        inbox_prefix=subjects.inbox("cli"),
     )
     try:
         if args.policy_command == "apply":

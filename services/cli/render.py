@@ -128,6 +128,9 @@ def _hook_line(hook: ProcessKprobe | ProcessTracepoint, at: str) -> str:
         targets = [_number(a) for a in hook.args]
     joined = " -> ".join(targets) if name in _PAIRS and len(targets) == 2 else " ".join(targets)
     line = f"{icon} {name:<7} {at} {hook.process.binary or '?'} {joined}".rstrip()
-    if hook.action in ("KPROBE_ACTION_SIGKILL", "KPROBE_ACTION_SIGNAL"):
+    returned = getattr(hook, "return_", None)  # process_kprobe with return: true
+    if returned is not None:
+        line += f" = {_number(returned)}"
+    if hook.action in ("KPROBE_ACTION_SIGKILL", "KPROBE_ACTION_SIGNAL", "KPROBE_ACTION_OVERRIDE"):
         line += f" ({hook.action.removeprefix('KPROBE_ACTION_')})"
     return line

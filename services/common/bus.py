@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -12,25 +16,128 @@ from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from schemas import codec
-from services.common.errors import BusUnavailableError, OcellusError
+from schemas import codec, subjects
+from services.common.errors import (
+    BusCredentialsError,
+    BusRefusedError,
+    BusUnavailableError,
+    OcellusError,
+)
 from services.common.logging import get_logger
 from services.common.settings import ServiceSettings
 
 log = get_logger("ocellus.bus")
 
 
-async def connect(url: str, *, name: str, timeout: float = 10.0) -> NATS:
+@dataclass(frozen=True)
+class NatsAuth:
+    """Who connects and how the connection is protected (README "Security"):
+    a user whose password is in a file, or a credentials file (JWT + nkey);
+    TLS with a CA to trust and, for servers that verify clients, a client
+    certificate. Files are read when connecting, so a rotated secret takes
+    effect at the next start."""
+
+    user: str | None = None
+    password_file: Path | None = None
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> NatsAuth:
+        return cls(
+            user=settings.nats_user,
+            password_file=settings.nats_password_file,
+            creds=settings.nats_creds,
+            tls_ca=settings.nats_tls_ca,
+            tls_cert=settings.nats_tls_cert,
+            tls_key=settings.nats_tls_key,
+        )
+
+    def options(self, url: str) -> dict[str, Any]:
+        """nats.connect() keyword arguments; BusCredentialsError names a bad file."""
+        options: dict[str, Any] = {}
+        if self.user is not None and self.password_file is not None:
+            password = _read_secret("password file", self.password_file)
+            options.update(user=self.user, password=password)
+        if self.creds is not None:
+            _read_secret("credentials file", self.creds)  # nats-py reads it again itself
+            options["user_credentials"] = str(self.creds)
+        if self.tls_ca or self.tls_cert or "tls://" in url:
+            options["tls"] = self._tls_context()
+        return options
+
+    def _tls_context(self) -> ssl.SSLContext:
+        for what, path in (("TLS CA", self.tls_ca), ("TLS certificate", self.tls_cert),
+                           ("TLS key", self.tls_key)):  # fmt: skip
+            if path is not None and not path.is_file():
+                raise BusCredentialsError(what, path, "no such file")
+        try:
+            context = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
+        except (OSError, ssl.SSLError) as e:
+            raise BusCredentialsError("TLS CA", self.tls_ca, str(e)) from e
+        if self.tls_cert is not None:
+            try:
+                context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+            except (OSError, ssl.SSLError) as e:
+                raise BusCredentialsError("TLS certificate", self.tls_cert, str(e)) from e
+        return context
+
+
+def _read_secret(what: str, path: Path) -> str:
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError as e:
+        raise BusCredentialsError(what, path, "no such file") from e
+    except OSError as e:
+        raise BusCredentialsError(what, path, e.strerror or str(e)) from e
+    if not secret:
+        raise BusCredentialsError(what, path, "empty")
+    return secret
+
+
+def _refusal(error: BaseException) -> str | None:
+    """Why NATS refused us for good (retrying cannot help), or None."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {error.verify_message}"
+    text = str(error)
+    if "authorization violation" in text.lower():
+        return "authorization violation (wrong user, password or credentials)"
+    if "authentication expired" in text.lower() or "account authentication" in text.lower():
+        return text
+    return None
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    timeout: float = 10.0,
+    auth: NatsAuth | None = None,
+    inbox_prefix: str | None = None,
+) -> NATS:
     """Connect, trying for up to ``timeout`` seconds; once connected, nats-py
-    reconnects forever. Raises BusUnavailableError naming the URL."""
+    reconnects forever. Raises BusUnavailableError naming the URL, at once
+    (BusRefusedError) when the server refuses the credentials or certificate,
+    BusCredentialsError naming a missing credentials file. ``inbox_prefix``:
+    where replies to this connection go (a service's own, see
+    schemas.subjects.inbox)."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    options = (auth or NatsAuth()).options(url)
+    if inbox_prefix is not None:
+        options["inbox_prefix"] = inbox_prefix
     last_error: list[str] = ["no answer"]
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     client: list[NATS] = []
 
     async def on_error(e: Exception) -> None:
         reason = str(e) or type(e).__name__
         if not client:
             last_error[0] = reason  # still connecting: reported once, on failure
+            why = _refusal(e)
+            if why is not None and not refused.done():
+                refused.set_result(why)
             return
         log.warning("NATS error", reason=reason)
 
@@ -39,37 +146,55 @@ async def connect(url: str, *, name: str, timeout: float = 10.0) -> NATS:
             log.warning("NATS disconnected; reconnecting", url=url)
 
     started = time.monotonic()
+    nc = NATS()
+    # nats-py retries the first connection forever when reconnects are on,
+    # so the overall wait is bounded here, and a refusal ends it at once.
+    options.update(
+        servers=servers,
+        name=name,
+        connect_timeout=min(2.0, max(timeout, 0.1)),
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=_on_reconnected,
+    )
+    connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**options))
+    waiting: set[asyncio.Future[Any]] = {connecting, refused}
     try:
-        # nats-py retries the first connection forever when reconnects are on,
-        # so the overall wait is bounded here.
-        nc = await asyncio.wait_for(
-            nats.connect(
-                servers=servers,
-                name=name,
-                connect_timeout=min(2.0, max(timeout, 0.1)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=_on_reconnected,
-            ),
-            timeout,
-        )
-    except (OSError, TimeoutError, nats.errors.Error) as e:
-        cause = last_error[0] if isinstance(e, TimeoutError) else (str(e) or type(e).__name__)
-        raise BusUnavailableError(url, time.monotonic() - started, cause) from e
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if connecting not in done:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+            if refused.done():
+                raise BusRefusedError(url, time.monotonic() - started, refused.result())
+            raise BusUnavailableError(url, time.monotonic() - started, last_error[0])
+        connecting.result()
+    except (OSError, nats.errors.Error) as e:
+        why = _refusal(e)
+        cause = why or str(e) or type(e).__name__
+        error = BusRefusedError if why else BusUnavailableError
+        raise error(url, time.monotonic() - started, cause) from e
+    finally:
+        if not refused.done():
+            refused.cancel()
     client.append(nc)
     return nc
 
 
 async def connect_service(settings: ServiceSettings, service: str) -> NATS:
     """A service's connection, named after it and its node (as `nats server
-    report connections` shows it)."""
+    report connections` shows it), with its credentials and its own inboxes."""
     return await connect(
         settings.nats_url,
         name=f"ocellus-{service}-{settings.node_name}",
         timeout=settings.nats_connect_timeout,
+        auth=NatsAuth.of(settings),
+        inbox_prefix=subjects.inbox(service),
     )
 
 

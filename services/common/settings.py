@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -86,6 +86,57 @@ class ServiceSettings(BaseSettings):
     drain_timeout: float = _common(
         "OCELLUS_DRAIN_TIMEOUT", 3.0, "seconds to drain NATS at shutdown"
     )
+    # Telemetry (services/common/metrics.py, README "Metrics and health").
+    metrics_port: int | None = _common(
+        "OCELLUS_METRICS_PORT", None, "port of /metrics, /healthz, /readyz (unset: off; 0: any)"
+    )
+    metrics_address: str = _common(
+        "OCELLUS_METRICS_ADDRESS",
+        "0.0.0.0",  # noqa: S104 (probes and scrapers reach it from outside the host)
+        "address the metrics endpoint listens on",
+    )
+    metrics_bpf_stats: bool = _common(
+        "OCELLUS_METRICS_BPF_STATS", False, "turn kernel.bpf_stats_enabled on, report BPF run time"
+    )
+    metrics_otlp_endpoint: str | None = _common(
+        "OCELLUS_METRICS_OTLP_ENDPOINT", None, "OTLP/gRPC endpoint for metrics (unset: off)"
+    )
+    metrics_otlp_interval: float = _common(
+        "OCELLUS_METRICS_OTLP_INTERVAL", 15.0, "seconds between OTLP metric exports"
+    )
+    metrics_otlp_ca_file: Path | None = _common(
+        "OCELLUS_METRICS_OTLP_CA_FILE", None, "CA certificate(s) verifying the OTLP endpoint"
+    )
+    # Credentials and TLS for NATS (README "Security"): secrets are read from
+    # files when connecting, never given as values.
+    nats_user: str | None = _common(
+        "OCELLUS_NATS_USER", None, "NATS user name (its password in OCELLUS_NATS_PASSWORD_FILE)"
+    )
+    nats_password_file: Path | None = _common(
+        "OCELLUS_NATS_PASSWORD_FILE", None, "file holding the NATS user's password"
+    )
+    nats_creds: Path | None = _common(
+        "OCELLUS_NATS_CREDS", None, "NATS credentials file (user JWT + nkey seed, from nsc)"
+    )
+    nats_tls_ca: Path | None = _common(
+        "OCELLUS_NATS_TLS_CA", None, "CA certificate(s) that sign the NATS servers' certificates"
+    )
+    nats_tls_cert: Path | None = _common(
+        "OCELLUS_NATS_TLS_CERT", None, "client certificate for NATS (servers that verify clients)"
+    )
+    nats_tls_key: Path | None = _common(
+        "OCELLUS_NATS_TLS_KEY", None, "private key of OCELLUS_NATS_TLS_CERT"
+    )
+
+    @model_validator(mode="after")
+    def _nats_auth_is_whole(self) -> ServiceSettings:
+        if (self.nats_user is None) != (self.nats_password_file is None):
+            raise ValueError("OCELLUS_NATS_USER and OCELLUS_NATS_PASSWORD_FILE go together")
+        if self.nats_creds is not None and self.nats_user is not None:
+            raise ValueError("give OCELLUS_NATS_CREDS or OCELLUS_NATS_USER, not both")
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("OCELLUS_NATS_TLS_CERT and OCELLUS_NATS_TLS_KEY go together")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,8 +1,10 @@
 """Selectors of a planned hook → the slot configs the sensor's generic hook
 engine evaluates (services/sensor/hook_records.py).
 
-Slice 1 compiles matchArgs with Equal/NotEqual (strings and integers),
-Prefix/NotPrefix, Mask, GT, LT, InRange/NotInRange, and matchActions
+Compiles matchArgs with Equal/NotEqual (strings and integers),
+Prefix/NotPrefix, Postfix/NotPostfix, Mask, GT, LT, InRange/NotInRange, InMap/NotInMap
+and the socket operators (services/enforcer/compile_values.py); matchReturnArgs on a
+``return: true`` syscall kprobe's return value; and matchActions
 Post/NoPost/Sigkill/Signal. Everything else a selector may hold is refused
 with its path and "not supported yet": a filter is never silently dropped.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 from schemas.policy import ArgSelector, PolicyError, Problem, Selector, resolve_match_index
 from schemas.policy.hooks import AnyHook
 from schemas.policy.values import parse_int, parse_range
+from services.enforcer.compile_process import ProcessProblem, process_filters
+from services.enforcer.compile_values import FilterProblem, value_filter
 from services.enforcer.plan import INT, KERNEL_STRING, UINT, USER_STRING, PlannedHook
 from services.sensor.hook_records import (
     HOOK_FILTERS,
@@ -39,14 +43,12 @@ _STR_OPS = {
     "NotEqual": (FilterOp.STR_EQUAL, FilterFlag.NOT),
     "Prefix": (FilterOp.STR_PREFIX, FilterFlag(0)),
     "NotPrefix": (FilterOp.STR_PREFIX, FilterFlag.NOT),
+    "Postfix": (FilterOp.STR_POSTFIX, FilterFlag(0)),
+    "NotPostfix": (FilterOp.STR_POSTFIX, FilterFlag.NOT),
 }
 _SIGKILL = 9
 _UNSUPPORTED_FIELDS = (
-    ("match_pids", "matchPIDs"),
-    ("match_return_args", "matchReturnArgs"),
-    ("match_binaries", "matchBinaries"),
     ("match_parent_binaries", "matchParentBinaries"),
-    ("match_namespaces", "matchNamespaces"),
     ("match_namespace_changes", "matchNamespaceChanges"),
     ("match_capabilities", "matchCapabilities"),
     ("match_capability_changes", "matchCapabilityChanges"),
@@ -114,9 +116,53 @@ def _selector(
             if not signal:
                 raise _Unsupported(f"{where}.argSig", "Signal needs argSig (1..64)")
             action = Action.SIGKILL if act.action == "Sigkill" else Action.SIGNAL
+        elif act.action == "Override":
+            # A connect deny (connect_rules.py checks and compiles it): the slot posts nothing.
+            action, post = Action.OVERRIDE, False
         else:
             raise _Unsupported(f"{where}.action", f"action {act.action} is not supported yet")
-    return SlotConfig(index, filters, action, post, signal)
+    returns = _return_filters(path, selector, planned)
+    try:
+        proc = process_filters(path, selector)
+    except ProcessProblem as e:
+        raise _Unsupported(e.path, e.message) from None
+    return SlotConfig(
+        index,
+        filters,
+        action,
+        post,
+        signal,
+        return_filters=returns,
+        binary=proc.binary,
+        pids=proc.pids,
+        namespaces=proc.namespaces,
+    )
+
+
+def _return_filters(
+    path: str, selector: Selector, planned: PlannedHook
+) -> tuple[FilterConfig, ...]:
+    """matchReturnArgs: filters on the return value, the exit side's arg 0."""
+    if not selector.match_return_args:
+        return ()
+    ret = planned.return_arg
+    if ret is None:
+        raise _Unsupported(
+            f"{path}.matchReturnArgs", "matchReturnArgs needs return: true on a syscall kprobe"
+        )
+    if len(selector.match_return_args) > HOOK_FILTERS:
+        raise _Unsupported(
+            f"{path}.matchReturnArgs", f"at most {HOOK_FILTERS} filters per selector"
+        )
+    out = []
+    for j, f in enumerate(selector.match_return_args):
+        where = f"{path}.matchReturnArgs[{j}]"
+        try:
+            special = value_filter(where, f, ret)
+        except FilterProblem as e:
+            raise _Unsupported(e.path, e.message) from None
+        out.append(special or _int_filter(where, f, 0, unsigned=ret.read == UINT))
+    return tuple(out)
 
 
 def _filter(path: str, f: ArgSelector, planned: PlannedHook, hook: AnyHook) -> FilterConfig:
@@ -132,6 +178,12 @@ def _filter(path: str, f: ArgSelector, planned: PlannedHook, hook: AnyHook) -> F
     if position >= len(planned.args):
         raise _Unsupported(f"{path}.index", f"index {f.index} names no declared arg")
     read = planned.args[position].read
+    try:
+        special = value_filter(path, f, planned.args[position])
+    except FilterProblem as e:
+        raise _Unsupported(e.path, e.message) from None
+    if special is not None:
+        return special
     if read in (USER_STRING, KERNEL_STRING):
         return _string_filter(path, f, position)
     if read in (INT, UINT):
@@ -152,7 +204,19 @@ def _string_filter(path: str, f: ArgSelector, position: int) -> FilterConfig:
             raise _Unsupported(
                 f"{path}.values[{k}]", f"{len(v)} bytes: at most {room} are matched in the kernel"
             )
-    return FilterConfig(position, op, flags, strings=values)
+    if op != FilterOp.STR_POSTFIX:
+        return FilterConfig(position, op, flags, strings=values)
+    # The kernel looks up the arg's end once per length the values come in.
+    lengths = tuple(sorted({len(v) for v in values}))
+    if 0 in lengths:
+        raise _Unsupported(f"{path}.values", "an empty Postfix value matches every string")
+    if len(lengths) > HOOK_VALUES:
+        raise _Unsupported(
+            f"{path}.values",
+            f"Postfix values of {len(lengths)} different lengths: at most {HOOK_VALUES} "
+            "per filter in the kernel (one lookup each)",
+        )
+    return FilterConfig(position, op, flags, ints=lengths, strings=values)
 
 
 def _int_filter(path: str, f: ArgSelector, position: int, *, unsigned: bool) -> FilterConfig:

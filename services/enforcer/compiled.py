@@ -14,6 +14,7 @@ from schemas.hooks import HookArgInfo, HookInfo
 from schemas.policy import PolicyError, Problem, TracingPolicyNamespaced, load_policy
 from schemas.policy.hooks import AnyHook
 from services.enforcer.compile import compile_selectors
+from services.enforcer.connect_rules import ConnectRuleSpec, compile_connect_rules, connect_note
 from services.enforcer.plan import FormatReader, PlannedHook, plan_hooks
 from services.sensor.hook_records import Action, SlotConfig
 
@@ -32,6 +33,7 @@ _ARG_REFUSED = (
     ("size_arg_index", "sizeArgIndex", "sized buffers are not supported yet"),
 )
 _SIGNAL_ACTIONS = {Action.SIGKILL, Action.SIGNAL}
+_ENFORCING_ACTIONS = _SIGNAL_ACTIONS | {Action.OVERRIDE}  # what monitor mode elides
 MODES = ("enforce", "monitor")
 Mode = Literal["enforce", "monitor"]
 # Tetragon's way of giving a policy its mode in the policy itself.
@@ -43,12 +45,24 @@ class CompiledHook:
     planned: PlannedHook
     slots: tuple[SlotConfig, ...]
     info: HookInfo
+    connect: tuple[ConnectRuleSpec, ...] = ()  # Override selectors (connect_rules.py)
 
     @property
     def shape(self) -> tuple[object, ...]:
         """What must stay the same for a change to be map values only."""
         p = self.planned
-        return (p.tracepoint.id, tuple((a.field.offset, a.read_size, a.read) for a in p.args))
+        # return: true adds a sys_exit_* side with the return value's layout
+        ret = p.return_arg
+        exit_side = (
+            (p.exit_tracepoint.id if p.exit_tracepoint else None, ret.read_size, ret.read)
+            if ret is not None
+            else None
+        )
+        return (
+            p.tracepoint.id,
+            tuple((a.field.offset, a.read_size, a.read) for a in p.args),
+            exit_side,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +77,7 @@ class CompiledPolicy:
     def enforces(self) -> bool:
         """Has actions that monitor mode elides (else it is monitor-only)."""
         return any(
-            s.action in _SIGNAL_ACTIONS or h.info.monitored for h in self.hooks for s in h.slots
+            s.action in _ENFORCING_ACTIONS or h.info.monitored for h in self.hooks for s in h.slots
         )
 
     @property
@@ -115,29 +129,37 @@ def compile_policy(
     for planned in plan_hooks(name, spec, capabilities, formats):  # raises for every bad hook
         hook = by_path[planned.path]
         slots = compile_selectors(name, planned, hook)
+        connect = compile_connect_rules(name, planned, hook, slots, capabilities)
         info = _info(name, planned, hook)
         if effective == "monitor":
-            slots, monitored = _monitored(slots)
+            slots, monitored = _monitored(slots, connect)
             info = info.model_copy(update={"mode": "monitor", "monitored": monitored})
-        compiled.append(CompiledHook(planned, tuple(slots), info))
+        compiled.append(CompiledHook(planned, tuple(slots), info, connect))
     notes = []
-    if effective == "monitor" and any(h.info.monitored for h in compiled):
+    would = [w for h in compiled for w in h.info.monitored.values()]
+    if effective == "monitor" and any(w.startswith("SIG") for w in would):
         notes.append("monitor mode: Sigkill/Signal are reported, not sent")
     elif any(s.action in _SIGNAL_ACTIONS for h in compiled for s in h.slots):
         notes.append(
             "Sigkill/Signal act at syscall entry: the process dies before the call returns "
             "to it, but the call itself completes (an O_TRUNC truncates, an unlink unlinks)"
         )
+    if any(h.connect for h in compiled):
+        notes.append(connect_note(effective == "monitor"))
     return CompiledPolicy(name, revision_of(text), tuple(compiled), tuple(notes), effective)
 
 
-def _monitored(slots: list[SlotConfig]) -> tuple[list[SlotConfig], dict[int, str]]:
-    """Monitor mode: a slot that would signal posts instead (same map shape,
-    so switching modes rewrites values only)."""
+def _monitored(
+    slots: list[SlotConfig], connect: tuple[ConnectRuleSpec, ...] = ()
+) -> tuple[list[SlotConfig], dict[int, str]]:
+    """Monitor mode: a slot that would signal (or deny a connect) posts instead
+    (same map shape, so switching modes rewrites values only)."""
     out, monitored = [], {}
+    denies = {rule.selector: rule.would for rule in connect}
     for slot in slots:
-        if slot.action in _SIGNAL_ACTIONS:
+        if slot.action in _SIGNAL_ACTIONS or slot.selector in denies:
             would = "SIGKILL" if slot.action == Action.SIGKILL else f"SIGNAL {slot.signal}"
+            would = denies.get(slot.selector, would)
             monitored[slot.selector] = would
             slot = dataclasses.replace(slot, action=Action.POST, post=True, signal=0)
         out.append(slot)
@@ -157,6 +179,11 @@ def _info(policy: str, planned: PlannedHook, hook: AnyHook) -> HookInfo:
             HookArgInfo(index=hook.args[a.position].index, type=a.type, label=a.label)
             for a in planned.args
         ],
+        return_arg=(
+            HookArgInfo(index=0, type=planned.return_arg.type, label=planned.return_arg.label)
+            if planned.return_arg is not None
+            else None
+        ),
         message=getattr(hook, "message", None),
         tags=list(getattr(hook, "tags", []) or []),
     )

@@ -21,6 +21,7 @@ from schemas.policy import PolicyError
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
 from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy, revision_of
+from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
 from services.enforcer.registry import Registry
@@ -30,7 +31,7 @@ log = get_logger("ocellus.enforcer")
 # The sensor's answer to a sync request ({"attached": [...], "failed": {...}}),
 # or None when no sensor answered.
 SyncHooks = Callable[[], Awaitable[dict[str, Any] | None]]
-_COUNTERS = ("matched", "posted", "signalled", "filtered")
+_COUNTERS = ("matched", "posted", "signalled", "filtered", "denied")
 
 
 class ApplyError(OcellusError):
@@ -70,8 +71,11 @@ class PolicyEngine:
         sync: SyncHooks,
         capabilities: Mapping[str, str],
         formats: FormatReader | None = None,
+        connect: ConnectRules | None = None,
     ) -> None:
         self._table = table
+        # Override on connect: rules for the sensor's connect programs (connect_rules.py)
+        self._connect = connect or ConnectRules(None)
         self._registry = registry
         self._sync = sync
         self._caps = capabilities
@@ -103,6 +107,7 @@ class PolicyEngine:
             for hook_id in left:
                 self._table.detach(hook_id)
             self._adopted.clear()
+            self._connect.retain(self._table.hook_ids())
             if left:
                 log.info("removed hooks of policies no longer defined", hooks=len(left))
                 self._registry.retire(left)
@@ -197,6 +202,7 @@ class PolicyEngine:
                 return False
             for hook_id in current.hook_ids:
                 self._table.detach(hook_id)
+            self._connect.drop(current.hook_ids)
             self._registry.retire(current.hook_ids)
             await self._publish_registry()
             await self._sync_sensor()
@@ -256,6 +262,7 @@ class PolicyEngine:
         placed: list[int] = []
         try:
             await self._publish_registry()
+            self._connect.put(ids, compiled.hooks)  # before the slots that they name
             for hook_id, hook in zip(ids, compiled.hooks, strict=True):
                 self._table.attach(hook.planned, list(hook.slots), hook_id=hook_id)
                 placed.append(hook_id)
@@ -263,12 +270,14 @@ class PolicyEngine:
         except (ApplyError, HookTableError, OSError):
             for hook_id in placed:
                 self._table.detach(hook_id)
+            self._connect.drop(ids)
             self._registry.retire(ids)
             await self._sync_sensor()
             raise
         if current is not None:
             for hook_id in current.hook_ids:
                 self._table.detach(hook_id)
+            self._connect.drop(current.hook_ids)
             self._registry.retire(current.hook_ids)
             await self._sync_sensor()
         await self._publish_registry(best_effort=True)
@@ -281,6 +290,7 @@ class PolicyEngine:
         await self._publish_registry()
         done: list[int] = []
         try:
+            self._connect.put(ids, compiled.hooks)
             for hook_id, hook in zip(ids, compiled.hooks, strict=True):
                 self._table.update(hook_id, list(hook.slots))
                 done.append(hook_id)
@@ -288,6 +298,7 @@ class PolicyEngine:
             if previous is not None:  # put back what was changed
                 for hook_id, hook in zip(done, previous.hooks, strict=False):
                     self._table.update(hook_id, list(hook.slots))
+                self._connect.put(ids, previous.hooks)
                 self._registry.add((i, h.info) for i, h in zip(ids, previous.hooks, strict=True))
             await self._publish_registry(best_effort=True)
             raise
@@ -318,6 +329,9 @@ class PolicyEngine:
     def _check_attached(self, compiled: CompiledPolicy, state: dict[str, Any] | None) -> None:
         if state is None:
             return  # no sensor now: it attaches from the maps when it starts
+        guard = state.get("connect_guard", "not reported")
+        if any(h.connect for h in compiled.hooks) and guard != "attached":
+            raise ApplyError(f"Override on connect: the sensor's connect programs are {guard}")
         failed = state.get("failed", {})
         for hook in compiled.hooks:
             why = failed.get(str(hook.planned.tracepoint.id))

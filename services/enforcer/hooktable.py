@@ -17,11 +17,13 @@ from pathlib import Path
 
 from services.common import bpfsys
 from services.common.errors import OcellusError
+from services.enforcer.binsets import BinarySets, BinSetError
 from services.enforcer.plan import PlannedHook
 from services.sensor.hook_records import (
     HOOK_ARGS,
     HOOK_SLOTS,
     POLICY_MAPS,
+    SLOT_RETURN,
     ArgLayout,
     HookConfig,
     HookKey,
@@ -29,9 +31,13 @@ from services.sensor.hook_records import (
     ReadKind,
     SlotConfig,
     StrKey,
+    ValKey,
     config_value,
+    exit_config_value,
     str_keys,
 )
+from services.sensor.hook_values import val_keys
+from services.sensor.proc_records import ProcFlag
 
 _READS = {kind.name.lower(): kind for kind in ReadKind}  # plan.py's read kinds
 
@@ -48,6 +54,11 @@ class _Hook:
     configs: list[SlotConfig] = field(default_factory=list)
     gen: int = 0
     known_strings: bool = True  # False for a hook found in the maps at start
+    # return: true: the sys_exit_* tracepoint, the return value's layout, and the
+    # enter slots whose exit config is written there (key slot SLOT_RETURN | slot)
+    exit_tp_id: int | None = None
+    ret: ArgLayout | None = None
+    exit_slots: list[int] = field(default_factory=list)
 
 
 class HookTable:
@@ -74,6 +85,9 @@ class HookTable:
             maps["str_match"],
             maps["hook_stats"],
         )
+        self._val = maps["val_match"]
+        self._bin_maps = (maps["bin_match"], maps["bin_state"])
+        self._bins = BinarySets(*self._bin_maps)  # matchBinaries value sets (global)
         self._ncpus = bpfsys.possible_cpus()
         self._hooks: dict[int, _Hook] = {}
         self._next_id = max(1, first_id)  # 0 means "no hook" in the kernel
@@ -103,6 +117,7 @@ class HookTable:
         elif hook_id in self._hooks or hook_id >= self._next_id:
             raise HookTableError(f"hook id {hook_id} was not reserved")
         hook = _Hook(fmt.id, args)
+        _set_return(hook, planned)
         self._update(self._stats, ct.c_uint32(hook_id), (HookStats * self._ncpus)())
         self._hooks[hook_id] = hook
         try:
@@ -119,12 +134,15 @@ class HookTable:
         if len(slots) > len(usable):
             raise HookTableError(f"hook {hook_id}: {len(slots)} selectors, {len(usable)} slots")
         old_slots, old_configs, old_gen = hook.slots, hook.configs, hook.gen
+        old_exit = (hook.exit_tp_id, list(hook.exit_slots))
         # Strings under the other generation first, then each config flips
         # to it in one update, then the old entries go: no moment without.
         self._write(hook_id, hook, usable[: len(slots)], slots, gen=old_gen ^ 1)
         for slot in old_slots:
             if slot not in hook.slots:
                 self._config.delete(HookKey(hook.tp_id, slot))
+        self._delete_exit(old_exit[0], old_exit[1], keep=(hook.exit_tp_id, hook.exit_slots))
+        self._bins.retain(hook_id, {c.binary.set_key for c in slots if c.binary})
         if hook.known_strings:
             self._delete_strings(hook_id, old_configs, old_gen)
         else:
@@ -136,6 +154,8 @@ class HookTable:
         hook = self._get(hook_id)
         for slot in hook.slots:
             self._config.delete(HookKey(hook.tp_id, slot))
+        self._delete_exit(hook.exit_tp_id, hook.exit_slots)
+        self._bins.retain(hook_id, set())
         if hook.known_strings:
             self._delete_strings(hook_id, hook.configs, hook.gen)
         else:
@@ -148,15 +168,24 @@ class HookTable:
         enforcing meanwhile): {hook id: tracepoint id}. The caller updates the
         ones it still wants (same id, no gap) and detaches the rest."""
         found: dict[int, _Hook] = {}
+        bin_owners: dict[int, set[int]] = {}
         for key in self._config.keys(HookKey):
             value = HookConfig()
             if not self._config.lookup(key, value):
                 continue
+            if value.proc.bin_flags & ProcFlag.ON:
+                bin_owners.setdefault(value.hook_id, set()).add(value.proc.bin_bit)
             hook = found.setdefault(
                 value.hook_id, _Hook(key.tp_id, (), gen=value.gen, known_strings=False)
             )
+            if key.slot & SLOT_RETURN:  # the exit side of a return: true hook
+                hook.exit_tp_id = key.tp_id
+                hook.exit_slots.append(key.slot & ~SLOT_RETURN)
+                continue
+            hook.tp_id = key.tp_id
             hook.slots.append(key.slot)
         self._hooks.update(found)
+        self._bins.adopt(bin_owners)
         if found:
             self._next_id = max(self._next_id, max(found) + 1)
         return {hook_id: hook.tp_id for hook_id, hook in found.items()}
@@ -168,6 +197,11 @@ class HookTable:
         if hook.tp_id != planned.tracepoint.id:
             return False
         hook.args = _layout(planned)
+        old_exit = (hook.exit_tp_id, list(hook.exit_slots))
+        _set_return(hook, planned)
+        if hook.exit_tp_id != old_exit[0]:  # update() writes the new side
+            self._delete_exit(*old_exit)
+            hook.exit_slots = []
         return True
 
     def hook_ids(self) -> set[int]:
@@ -175,7 +209,9 @@ class HookTable:
 
     def tracepoints(self) -> set[int]:
         """Tracepoint ids the maps name (what the sensor should be attached to)."""
-        return {h.tp_id for h in self._hooks.values()}
+        return {h.tp_id for h in self._hooks.values()} | {
+            h.exit_tp_id for h in self._hooks.values() if h.exit_tp_id is not None
+        }
 
     def stats(self, hook_id: int) -> dict[str, int]:
         """The hook's counters, summed over CPUs."""
@@ -187,7 +223,7 @@ class HookTable:
         return {n: sum(getattr(v, n) for v in values) for n in names}
 
     def close(self) -> None:
-        for m in (self._config, self._str, self._stats):
+        for m in (self._config, self._str, self._stats, self._val, *self._bin_maps):
             m.close()
 
     # -- private -----------------------------------------------------------------
@@ -197,15 +233,44 @@ class HookTable:
         for cfg in configs:
             for key in str_keys(hook_id, cfg, gen):
                 self._update(self._str, key, ct.c_uint8(1))
+            for vkey in val_keys(hook_id, cfg, gen):
+                self._update(self._val, vkey, ct.c_uint8(1))
+        # The exit side before the enter side: a record kept on sys_enter_*
+        # always finds its exit config on sys_exit_*.
+        if hook.exit_tp_id is not None and hook.ret is not None:
+            for slot, cfg in zip(slots, configs, strict=True):
+                value = exit_config_value(hook_id, hook.ret, cfg, gen)
+                self._update(self._config, HookKey(hook.exit_tp_id, SLOT_RETURN | slot), value)
+            hook.exit_slots = list(slots)
+        returns = hook.ret is not None
+        try:  # before the configs that name them
+            bits = self._bins.acquire(hook_id, [c.binary for c in configs if c.binary])
+        except BinSetError as e:
+            raise HookTableError(str(e)) from e
         for slot, cfg in zip(slots, configs, strict=True):
-            value = config_value(hook_id, hook.args, cfg, gen)
+            bit = bits[cfg.binary.set_key] if cfg.binary else None
+            value = config_value(hook_id, hook.args, cfg, gen, returns=returns, bin_bit=bit)
             self._update(self._config, HookKey(hook.tp_id, slot), value)
         hook.slots, hook.configs, hook.gen = list(slots), list(configs), gen
+
+    def _delete_exit(
+        self,
+        tp_id: int | None,
+        slots: list[int],
+        keep: tuple[int | None, list[int]] = (None, []),
+    ) -> None:
+        if tp_id is None:
+            return
+        for slot in slots:
+            if tp_id != keep[0] or slot not in keep[1]:
+                self._config.delete(HookKey(tp_id, SLOT_RETURN | slot))
 
     def _delete_strings(self, hook_id: int, configs: list[SlotConfig], gen: int) -> None:
         for cfg in configs:
             for key in str_keys(hook_id, cfg, gen):
                 self._str.delete(key)
+            for vkey in val_keys(hook_id, cfg, gen):
+                self._val.delete(vkey)
 
     def _scan_delete_strings(self, hook_id: int, keep_gen: int | None) -> None:
         """A hook adopted from an earlier enforcer: its strings are known only
@@ -213,6 +278,9 @@ class HookTable:
         for key in self._str.keys(StrKey):
             if key.hook_id == hook_id and key.gen != keep_gen:
                 self._str.delete(key)
+        for vkey in self._val.keys(ValKey):
+            if vkey.hook_id == hook_id and vkey.gen != keep_gen:
+                self._val.delete(vkey)
 
     def _get(self, hook_id: int) -> _Hook:
         try:
@@ -229,6 +297,16 @@ class HookTable:
             m.update(key, value)
         except OSError as e:
             raise HookTableError(f"writing {m.path.name}: {e.strerror or e}") from e
+
+
+def _set_return(hook: _Hook, planned: PlannedHook) -> None:
+    """A return: true hook's exit tracepoint and return value layout."""
+    ret, exit_fmt = planned.return_arg, planned.exit_tracepoint
+    if ret is None or exit_fmt is None:
+        hook.exit_tp_id, hook.ret = None, None
+        return
+    hook.exit_tp_id = exit_fmt.id
+    hook.ret = ArgLayout(ret.field.offset, ret.read_size, _READS[ret.read])
 
 
 def _layout(planned: PlannedHook) -> tuple[ArgLayout, ...]:

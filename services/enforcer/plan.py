@@ -90,6 +90,8 @@ class PlannedHook:
     args: tuple[PlannedArg, ...]
     function_name: str | None = None  # kprobes: as Tetragon names it (__x64_sys_openat)
     exit_tracepoint: TracepointFormat | None = None  # return: true
+    # return: true: the sys_exit_* `ret` field, read as the returnArg's type
+    return_arg: PlannedArg | None = None
 
 
 FormatReader = Callable[[str, str], TracepointFormat]
@@ -172,11 +174,40 @@ def _syscall_kprobe(
             _arg(f"{path}.args[{i}]", i, a, fmt.field(_SYSCALL_FIRST_ARG + a.index))
             for i, a in enumerate(hook.args)
         )
-        exit_fmt = read("syscalls", f"sys_exit_{name}") if hook.return_ else None
+        exit_fmt, ret = _return_side(path, hook, name, read) if hook.return_ else (None, None)
         planned.append(
-            PlannedHook(path, "process_kprobe", fmt, args, _ARCH_PREFIX + name, exit_fmt)
+            PlannedHook(path, "process_kprobe", fmt, args, _ARCH_PREFIX + name, exit_fmt, ret)
         )
     return planned
+
+
+# exit and exit_group never return: their sys_exit_* never fires.
+_NO_RETURN = {"exit", "exit_group"}
+
+
+def _return_side(
+    path: str, hook: KProbeSpec, name: str, read: FormatReader
+) -> tuple[TracepointFormat, PlannedArg]:
+    """``return: true``: sys_exit_<name> and its ``ret`` field, read as the returnArg's
+    type (an integer: a syscall returns a long; "auto" reads it signed)."""
+    if name in _NO_RETURN:
+        raise _Refused(f"{name} never returns: return: true cannot be served", f"{path}.return")
+    fmt = read("syscalls", f"sys_exit_{name}")
+    field = next((f for f in fmt.fields if f.name == "ret"), None)
+    if field is None:
+        raise _Refused(f"sys_exit_{name} has no ret field", f"{path}.return")
+    declared = hook.return_arg.type if hook.return_arg is not None else "auto"
+    kind = "int" if declared == "auto" else declared
+    read_kind = _read_for(kind, field)
+    if read_kind not in (INT, UINT):
+        raise _Refused(
+            f"returnArg type '{declared}' cannot be read from a syscall's return value (a long): "
+            "declare an integer type (int, long, size_t, uint64, ...)",
+            f"{path}.returnArg.type",
+        )
+    label = hook.return_arg.label if hook.return_arg is not None else None
+    # A syscall's long, read whole: a narrower declared type would cut an error code.
+    return fmt, PlannedArg(0, field, read_kind, kind, label)
 
 
 def _arg(path: str, position: int, arg: Arg, field: Field | None) -> PlannedArg:

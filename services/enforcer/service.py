@@ -21,6 +21,8 @@ from services.common import bus
 from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import get_logger
+from services.common.metrics import start_telemetry
+from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.engine import PolicyEngine
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.registry import Registry
@@ -43,6 +45,8 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     watchers: list[KvSource | ModeSource] = []
     table: HookTable | None = None
+    telemetry = await start_telemetry(settings, "enforcer", nc)
+    telemetry.check("policy maps found", lambda: table is not None)
     try:
         table = await _wait_for_maps(settings, stop)
         if table is None:
@@ -51,7 +55,8 @@ async def run(
         registry = Registry(
             await bus.key_value(nc, subjects.HOOK_BUCKET), settings.node_name, settings.retired_ttl
         )
-        engine = PolicyEngine(table, registry, _sensor_sync(nc, settings), caps)
+        connect = ConnectRules.open(policy_pin_dir(settings.bpf_pin_dir, settings.node_name))
+        engine = PolicyEngine(table, registry, _sensor_sync(nc, settings), caps, connect=connect)
         adopted = await engine.adopt()
 
         # Modes first: a policy applied next already gets its runtime mode.
@@ -76,6 +81,8 @@ async def run(
             for verb, handler in _handlers(nc, settings, engine).items()
         ]
         tasks.append(asyncio.create_task(_report(nc, settings, engine, started), name="status"))
+        telemetry.status(lambda: _status(settings, engine, started))
+        telemetry.ready()  # maps found, policy sources loaded
         log.info(
             "enforcer running",
             node=settings.node_name,
@@ -90,6 +97,7 @@ async def run(
             await sub.unsubscribe()
         await _publish_status(nc, settings, engine, started)
     finally:
+        await telemetry.stop()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,10 +183,9 @@ def _handlers(nc: NATS, settings: Settings, engine: PolicyEngine) -> dict[str, A
     return {"list": on_list, "check": on_check}
 
 
-async def _publish_status(
-    nc: NATS, settings: Settings, engine: PolicyEngine, started: float
-) -> None:
-    body = {
+def _status(settings: Settings, engine: PolicyEngine, started: float) -> dict[str, Any]:
+    """The heartbeat body (also what /metrics reads)."""
+    return {
         "service": "enforcer",
         "node": settings.node_name,
         "time": time.time_ns(),
@@ -186,6 +193,12 @@ async def _publish_status(
         "policies": engine.statuses(),
         "sensor": engine.sensor_answered,
     }
+
+
+async def _publish_status(
+    nc: NATS, settings: Settings, engine: PolicyEngine, started: float
+) -> None:
+    body = _status(settings, engine, started)
     await nc.publish(subjects.status("enforcer", settings.node_name), codec.pack(body))
 
 

@@ -42,6 +42,7 @@ ACTIONS = {
     2: "KPROBE_ACTION_NOPOST",
     3: "KPROBE_ACTION_SIGKILL",
     4: "KPROBE_ACTION_SIGNAL",
+    5: "KPROBE_ACTION_OVERRIDE",  # a connect denied (cgroup connect4/connect6)
 }
 
 
@@ -54,6 +55,7 @@ class HookPlan:
     static: dict[str, Any]  # function_name or subsys/event, policy_name, message, tags
     args: list[tuple[Convert, str | None]]  # (converter, label) in record order
     monitored: dict[int, str]  # monitor mode: selector -> what enforce mode would do
+    returns: tuple[Convert, str | None] | None = None  # return: true: the `ret` converter
 
     @classmethod
     def of(cls, info: HookInfo) -> HookPlan:
@@ -68,7 +70,9 @@ class HookPlan:
         if info.tags:
             static["tags"] = list(info.tags)
         args = [(converter(a.type), a.label) for a in info.args]
-        return cls(info.kind, static, args, dict(info.monitored))
+        ret = info.return_arg
+        returns = (converter(ret.type), ret.label) if ret is not None else None
+        return cls(info.kind, static, args, dict(info.monitored), returns)
 
     def monitor_note(self, selector: int) -> str | None:
         """The message of an event a monitor-mode policy let through."""

@@ -61,6 +61,7 @@ class Pipeline:
             self._malformed("malformed_messages", subject, e)
             return
         model = RECORD_TYPES[batch.type]
+        self.counters[f"received_{batch.type}"] += len(batch.records)  # events in, per type
         for raw in batch.records:
             try:
                 rec = model.model_validate(raw)
@@ -194,6 +195,10 @@ class Pipeline:
         body.update(plan.static)
         if args:
             body["args"] = args
+        if plan.returns is not None and rec.ret is not None:
+            [ret], _, unfit = convert_args([rec.ret], [plan.returns])
+            body["return"] = ret
+            self.counters["hook_args_unfit"] += unfit
         body["action"] = ACTIONS[rec.action]
         if (note := plan.monitor_note(rec.selector)) is not None:
             body["message"] = note  # the action is what happened: Post

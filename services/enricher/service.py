@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from typing import Any
 
 import nats.js.errors
@@ -22,8 +23,9 @@ from schemas import codec, subjects
 from schemas.events import EVENT_KINDS
 from services.common import bus
 from services.common.hostfs import boot_time_ns, cgroup2_root
-from services.common.lifecycle import stop_on_signals
+from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
+from services.common.metrics import start_telemetry
 from services.enricher import procfs
 from services.enricher.cache import ProcessCache
 from services.enricher.containers import ContainerResolver
@@ -43,6 +45,7 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         storage=StorageType.FILE,
         max_age=settings.stream_max_age,
         max_bytes=settings.stream_max_bytes,
+        num_replicas=settings.stream_replicas,  # R3 on a 3-server cluster (README "NATS cluster")
     )
     try:
         await js.stream_info(subjects.EVENTS_STREAM)
@@ -52,31 +55,85 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         await js.update_stream(config)
 
 
-class EventPublisher:
-    """JetStream publishes with bounded async acks: never one ack at a time."""
+ACK_TIMEOUT = 5.0  # seconds before an unacknowledged event is sent again
 
-    def __init__(self, js: JetStreamContext, node: str) -> None:
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"no JetStream ack within {ACK_TIMEOUT}s"))
+
+
+class EventPublisher:
+    """JetStream publishes with bounded async acks: never one ack at a time.
+
+    An event JetStream did not store (its stream leader moved or was lost: a
+    NATS server died) is sent again, with backoff, until it is stored: nothing
+    is lost in a failover, but an event whose ack alone was lost is stored
+    twice, and a retried event lands after later ones (README "NATS
+    cluster"). At most ``retry_max`` events wait for a retry; beyond that
+    they are dropped and counted (``events_failed``)."""
+
+    def __init__(self, js: JetStreamContext, node: str, retry_max: int = 16384) -> None:
         self._js = js
         self._subjects = {t: subjects.events(node, t) for t in EVENT_KINDS}
+        self._retry_max = retry_max
+        self._retrying: set[asyncio.Task[None]] = set()
+        self._warn = RateLimitedLog(5.0)
         self.published = 0
+        self.published_by_kind: Counter[str] = Counter()
         self.acked = 0
         self.failed = 0
+        self.retried = 0
 
     async def publish(self, kind: str, event: dict[str, Any]) -> None:
-        future = await self._js.publish_async(self._subjects[kind], codec.pack(event))
+        await self._send(self._subjects[kind], codec.pack(event), 0)
         self.published += 1
-        future.add_done_callback(self._on_ack)
+        self.published_by_kind[kind] += 1
 
-    def _on_ack(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            self.failed += 1
-            log.error("event not stored by JetStream", reason=str(future.exception()))
-        else:
+    async def _send(self, subject: str, payload: bytes, attempt: int) -> None:
+        future = await self._js.publish_async(subject, payload)
+        future.add_done_callback(lambda f: self._on_ack(f, subject, payload, attempt))
+        # nats-py never times an async ack out: one sent to a server that died
+        # before answering would wait forever (and hold a max_inflight slot).
+        asyncio.get_running_loop().call_later(ACK_TIMEOUT, _expire, future)
+
+    def _on_ack(self, future: asyncio.Future[Any], subject: str, payload: bytes, n: int) -> None:
+        if not future.cancelled() and future.exception() is None:
             self.acked += 1
+            return
+        reason = "cancelled" if future.cancelled() else str(future.exception())
+        if future.cancelled() or len(self._retrying) >= self._retry_max:
+            self.failed += 1
+            log.error("event not stored by JetStream", reason=reason, retrying=len(self._retrying))
+            return
+        self.retried += 1
+        if self._warn.ready():
+            log.warning("events not stored by JetStream; retrying", reason=reason,
+                        retried=self.retried)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._retry(subject, payload, n + 1))
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _retry(self, subject: str, payload: bytes, attempt: int) -> None:
+        await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+        try:
+            await self._send(subject, payload, attempt)
+        except (nats.errors.Error, OSError) as e:  # closed or draining: shutting down
+            self.failed += 1
+            log.error("event not stored by JetStream", reason=str(e) or type(e).__name__)
 
     async def wait_acks(self, timeout: float) -> None:
+        """Until every event is stored (retries included), at most ``timeout``."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._js.publish_async_completed(), timeout)
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self._js.publish_async_completed()
+                    if not self._retrying:
+                        break
+                    await asyncio.gather(*self._retrying, return_exceptions=True)
+        for task in list(self._retrying):
+            task.cancel()
+            self.failed += 1
 
 
 async def _seed(cache: ProcessCache, pipeline: Pipeline, settings: Settings) -> int:
@@ -106,11 +163,12 @@ async def run(
         ttl=settings.container_ttl,
         deleted_grace=settings.container_grace,
     )
+    telemetry = await start_telemetry(settings, "enricher", nc)
     try:
         js = nc.jetstream(publish_async_max_pending=settings.max_inflight)
         await ensure_stream(js, settings)
         await resolver.start()
-        events = EventPublisher(js, settings.node_name)
+        events = EventPublisher(js, settings.node_name, retry_max=4 * settings.max_inflight)
         cache = ProcessCache(
             settings.node_name,
             max_entries=settings.cache_max,
@@ -131,6 +189,8 @@ async def run(
         sub = await nc.subscribe(
             subjects.raw_all(), queue=settings.queue_group, cb=on_raw, pending_msgs_limit=65536
         )
+        telemetry.status(lambda: _status(settings, pipeline, events, started))
+        telemetry.ready()  # subscribed
         tasks = [
             asyncio.create_task(hooks.run(), name="hook-registry"),
             asyncio.create_task(run_expiry(pipeline), name="expiry"),
@@ -155,6 +215,7 @@ async def run(
         await _publish_status(nc, settings, pipeline, events, started)
         log.info("enricher stopped", **_counters(pipeline, events))
     finally:
+        await telemetry.stop()
         await resolver.close()
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
@@ -170,26 +231,31 @@ def _counters(pipeline: Pipeline, events: EventPublisher) -> dict[str, int]:
         "cache_size": len(pipeline.cache),
         "held": len(pipeline.holding),
         "events_published": events.published,
+        **{f"events_published_{k}": v for k, v in events.published_by_kind.items()},
         "events_acked": events.acked,
         "events_failed": events.failed,
+        "events_retried": events.retried,
+    }
+
+
+def _status(
+    settings: Settings, pipeline: Pipeline, events: EventPublisher, started: float
+) -> dict[str, Any]:
+    """The heartbeat body (also what /metrics reads)."""
+    return {
+        "service": "enricher",
+        "node": settings.node_name,
+        "time": time.time_ns(),
+        "uptime": round(time.monotonic() - started, 3),
+        "counters": _counters(pipeline, events),
     }
 
 
 async def _publish_status(
     nc: NATS, settings: Settings, pipeline: Pipeline, events: EventPublisher, started: float
 ) -> None:
-    await nc.publish(
-        subjects.status("enricher", settings.node_name),
-        codec.pack(
-            {
-                "service": "enricher",
-                "node": settings.node_name,
-                "time": time.time_ns(),
-                "uptime": round(time.monotonic() - started, 3),
-                "counters": _counters(pipeline, events),
-            }
-        ),
-    )
+    body = _status(settings, pipeline, events, started)
+    await nc.publish(subjects.status("enricher", settings.node_name), codec.pack(body))
 
 
 async def _report(

@@ -22,6 +22,9 @@ class Settings(ServiceSettings):
     stream_max_bytes: int = Field(
         1024**3, ge=1024 * 1024, description="bytes OCELLUS_EVENTS keeps at most"
     )
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="OCELLUS_EVENTS replicas: 3 on a NATS cluster, 1 on one server"
+    )
     max_inflight: int = Field(
         4096, ge=1, description="JetStream publishes awaiting their ack at once"
     )

@@ -20,8 +20,22 @@ class Batch:
 
     events: list[Event] = field(default_factory=list)  # to send, shaped
     origins: list[Msg | None] = field(default_factory=list)  # per event; None: made here
+    json_plain: list[bool] = field(default_factory=list)  # per event (decoding.py)
     malformed: list[tuple[Msg, str]] = field(default_factory=list)
     fetched_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def merge(cls, parts: list[Batch]) -> Batch:
+        """One batch of several, in their order (the first itself when alone)."""
+        if len(parts) == 1:
+            return parts[0]
+        whole = cls(fetched_at=min(p.fetched_at for p in parts))
+        for part in parts:
+            whole.events += part.events
+            whole.origins += part.origins
+            whole.json_plain += part.json_plain
+            whole.malformed += part.malformed
+        return whole
 
     def messages(self) -> list[Msg]:
         """The messages this batch still owes an ack."""

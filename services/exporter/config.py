@@ -2,24 +2,21 @@
 
 Validated once at start; every error names the sink and the field path
 ("sink 'siem': options.port: ..."). Secrets (`Secret` fields in a sink's
-options) come from the environment or a file and never appear in reprs,
-logs or error messages.
+options, secret.py) come from the environment or a file and never appear in
+reprs, logs or error messages.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -43,30 +40,6 @@ class ExporterConfigError(OcellusError):
         super().__init__(f"exporter config {path}: " + "; ".join(problems))
         self.path = Path(path)
         self.problems = problems
-
-
-def _resolve_secret(value: Any) -> Any:
-    # Reading the environment here is deliberate: a secret named in the exporter
-    # file ({env: NAME}) is not one of Ocellus's own settings.
-    if not isinstance(value, Mapping):
-        return value
-    if set(value) == {"env"}:
-        name = str(value["env"])
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
-        return os.environ[name]
-    if set(value) == {"file"}:
-        path = Path(str(value["file"]))
-        try:
-            return path.read_text().rstrip("\r\n")
-        except OSError as e:
-            raise ValueError(f"cannot read secret file {path}: {e.strerror}") from None
-    raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
-
-
-# For sink configs: `token: Secret` accepts "literal", {env: NAME} or {file: PATH};
-# the value is a SecretStr (`.get_secret_value()`), shown as '**********'.
-Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 
 class _Strict(BaseModel):

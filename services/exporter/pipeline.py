@@ -7,14 +7,13 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from typing import Any
 
-from schemas import codec
 from services.exporter.config import SinkSpec
+from services.exporter.decoding import decode_event
 from services.exporter.filters import FilterSet
 from services.exporter.masks import FieldMask, Redactor
 from services.exporter.ratelimit import RateLimiter, rate_limit_info_event
-from services.exporter.shape import Event, MalformedEventError, check_event
+from services.exporter.shape import Event
 
 
 class Verdict(enum.Enum):
@@ -46,15 +45,10 @@ class EventPipeline:
         )
 
     @staticmethod
-    def decode(data: bytes) -> Event:
-        """The event in a message; MalformedEventError (a ValueError) if it is none."""
-        try:
-            body: dict[str, Any] = codec.unpack(data)
-        except codec.DecodeError as e:
-            raise MalformedEventError(str(e)) from e
-        body.pop(codec.VERSION_KEY, None)
-        check_event(body)
-        return body
+    def decode(data: bytes) -> tuple[Event, bool]:
+        """The event in a message, and whether it is JSON-plain (decoding.py);
+        MalformedEventError (a ValueError) if it is none."""
+        return decode_event(data)
 
     def process(self, event: Event) -> Verdict:
         """Decide, and shape the event in place when it is to be sent."""

@@ -19,6 +19,7 @@ from services.common import bus
 from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import get_logger
+from services.common.metrics import start_telemetry
 from services.exporter.config import ExporterConfig, load_config
 from services.exporter.deadletter import DeadLetters
 from services.exporter.settings import Settings
@@ -63,6 +64,9 @@ async def run(
     workers: list[SinkWorker] = []
     tasks: dict[asyncio.Task[None], SinkWorker] = {}
     status: asyncio.Task[None] | None = None
+    telemetry = await start_telemetry(settings, "exporter", nc)
+    telemetry.check("sinks running", lambda: all(w.state == "running" for w in workers))
+    telemetry.status(lambda: _status(settings, workers, started))
     try:
         js = nc.jetstream()
         dead_letters = DeadLetters(nc, js, config.dead_letter)
@@ -73,6 +77,7 @@ async def run(
         ]
         tasks = {asyncio.create_task(w.run(), name=f"sink-{w.spec.name}"): w for w in workers}
         status = asyncio.create_task(_report(nc, settings, workers, started), name="status")
+        telemetry.ready()  # consumers bind as the sinks start: see the check above
         log.info(
             "exporter running",
             node=settings.node_name,
@@ -87,6 +92,7 @@ async def run(
         if crashed is not None:
             raise SinkWorkerError(f"a sink worker failed: {crashed!r}") from crashed
     finally:
+        await telemetry.stop()
         if status is not None:
             status.cancel()
             with contextlib.suppress(asyncio.CancelledError):

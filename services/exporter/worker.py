@@ -3,8 +3,10 @@ retries → ack, with every outcome counted.
 
 Two tasks per sink: the fetcher prepares batches into a small bounded queue
 while the sender delivers the previous one, so decoding overlaps the sink's
-I/O. A batch is acked only after the sink took it (or its events were
-dead-lettered); filtered and rate-limited messages are acked at once.
+I/O. For a sink that pays per send (`Sink.coalesce`: json_file's fdatasync),
+the sender takes the batches that queued up meanwhile in one send. A batch
+is acked only after the sink took it (or its events were dead-lettered);
+filtered and rate-limited messages are acked at once.
 
 Retries: a `TransientSinkError` (or any exception from a sink: a bug must
 not stop the exporter) is retried with exponential backoff and full jitter,
@@ -35,9 +37,9 @@ from services.exporter.counters import SinkCounters
 from services.exporter.deadletter import DeadLetterError, DeadLetters
 from services.exporter.pipeline import EventPipeline, Verdict
 from services.exporter.retry import backoff_delay, sleep_unless
-from services.exporter.shape import Event, MalformedEventError
+from services.exporter.shape import MalformedEventError
 from services.exporter.sinks import sink_class
-from services.exporter.sinks.base import BatchResult, Sink, TransientSinkError
+from services.exporter.sinks.base import BatchResult, EventBatch, Sink, TransientSinkError
 
 log = get_logger("ocellus.exporter")
 
@@ -174,15 +176,16 @@ class SinkWorker:
         counters.received += len(msgs)
         for msg in msgs:
             try:
-                event = self.pipeline.decode(msg.data)
+                event, json_plain = self.pipeline.decode(msg.data)
             except MalformedEventError as e:
                 counters.malformed += 1
                 batch.malformed.append((msg, f"malformed: {e}"))
                 continue
             verdict = self.pipeline.process(event)
-            if verdict is Verdict.SEND:
+            if verdict is Verdict.SEND:  # shaping keeps an event JSON-plain
                 batch.events.append(event)
                 batch.origins.append(msg)
+                batch.json_plain.append(json_plain)
                 continue
             if verdict is Verdict.FILTERED:
                 counters.filtered += 1
@@ -193,24 +196,42 @@ class SinkWorker:
         if report is not None:
             batch.events.append(report)
             batch.origins.append(None)
+            batch.json_plain.append(False)  # made here; not worth proving plain
         return batch
 
     async def _send_loop(self) -> None:
-        while (batch := await self._queue.get()) is not None:
+        ended = False
+        while not ended and (batch := await self._queue.get()) is not None:
+            parts = [batch]
+            if self.sink.coalesce:
+                ended = self._take_queued(parts)
             try:
+                whole = Batch.merge(parts)
                 if self._abandoned:
-                    await self._nak(batch.messages())
+                    await self._nak(whole.messages())
                 else:
-                    await self._deliver(batch)
+                    await self._deliver(whole)
             finally:
-                self._keep_alive.batches.discard(batch)
+                for part in parts:
+                    self._keep_alive.batches.discard(part)
+
+    def _take_queued(self, parts: list[Batch]) -> bool:
+        """Add the batches already waiting to ``parts`` (a sink whose every send
+        costs the same, an fsync, then pays it once for all); True when the
+        fetcher's end mark was among them."""
+        while not self._queue.empty():
+            batch = self._queue.get_nowait()
+            if batch is None:
+                return True
+            parts.append(batch)
+        return False
 
     async def _deliver(self, batch: Batch) -> None:
         for msg, reason in batch.malformed:
             await self._dead_letter(msg, reason)
         if not batch.events:
             return
-        outcome = await self._send(batch.events)
+        outcome = await self._send(EventBatch(batch.events, batch.json_plain))
         if outcome is None:  # stopping while the sink fails
             self._abandoned = True
             await self._nak(batch.messages())
@@ -230,7 +251,7 @@ class SinkWorker:
                 self.counters.sent += 1
                 await self._ack(origin)
 
-    async def _send(self, events: list[Event]) -> BatchResult | GaveUp | None:
+    async def _send(self, events: EventBatch) -> BatchResult | GaveUp | None:
         retry = self.spec.retry
         attempt = 0
         while True:

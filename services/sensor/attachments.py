@@ -13,8 +13,8 @@ from typing import Any
 
 from services.common import bpfsys
 from services.common.logging import get_logger
-from services.sensor.hook_records import HookKey
-from services.sensor.probes import GENERIC_PROGRAM, ProcessProbes
+from services.sensor.hook_records import SLOT_RETURN, HookKey
+from services.sensor.probes import GENERIC_EXIT_PROGRAM, GENERIC_PROGRAM, ProcessProbes
 from services.sensor.tp_link import TracepointLink
 
 log = get_logger("ocellus.sensor")
@@ -25,18 +25,30 @@ class HookAttachments:
         self._prog_fd = int(probes.bpf.funcs[GENERIC_PROGRAM].fd)
         self._config = bpfsys.PinnedMap(probes.pin_dir / "hook_config")
         self._links: dict[int, TracepointLink] = {}  # by tracepoint id
+        # return: true hooks: the exit program on their sys_exit_* tracepoints
+        self._exit_fd = int(probes.bpf.funcs[GENERIC_EXIT_PROGRAM].fd)
+        self._exit_links: dict[int, TracepointLink] = {}
         self.failed: dict[int, str] = {}  # tracepoint id -> why it is not attached
         self.program_id = bpfsys.prog_id(self._prog_fd)
 
     def sync(self) -> dict[str, Any]:
-        """Attach to every tracepoint the map names, detach from the rest."""
-        wanted = {key.tp_id for key in self._config.keys(HookKey)}
-        for tp_id in set(self._links) - wanted:
-            self._links.pop(tp_id).close()
-        self.failed = {tp: why for tp, why in self.failed.items() if tp in wanted}
-        for tp_id in wanted - set(self._links):
+        """Attach to every tracepoint the map names, detach from the rest: the
+        generic program where hooks enter, the exit program where the exit side
+        of a return: true hook is (keys with SLOT_RETURN)."""
+        keys = self._config.keys(HookKey)
+        exits = {key.tp_id for key in keys if key.slot & SLOT_RETURN}
+        self._sync_links(self._exit_links, exits, self._exit_fd)
+        wanted = {key.tp_id for key in keys if not key.slot & SLOT_RETURN}
+        self.failed = {tp: why for tp, why in self.failed.items() if tp in wanted | exits}
+        self._sync_links(self._links, wanted, self._prog_fd)
+        return self.state()
+
+    def _sync_links(self, links: dict[int, TracepointLink], wanted: set[int], prog_fd: int) -> None:
+        for tp_id in set(links) - wanted:
+            links.pop(tp_id).close()
+        for tp_id in wanted - set(links):
             try:
-                self._links[tp_id] = TracepointLink(self._prog_fd, tp_id, cookie=tp_id)
+                links[tp_id] = TracepointLink(prog_fd, tp_id, cookie=tp_id)
             except OSError as e:
                 if tp_id not in self.failed:
                     log.warning(
@@ -45,21 +57,22 @@ class HookAttachments:
                 self.failed[tp_id] = str(e)
             else:
                 self.failed.pop(tp_id, None)
-        return self.state()
 
     def state(self) -> dict[str, Any]:
         return {
             "program_id": self.program_id,
             "attached": sorted(self._links),
+            "attached_exit": sorted(self._exit_links),
             "failed": {str(tp): why for tp, why in sorted(self.failed.items())},
         }
 
     @property
     def attached(self) -> set[int]:
-        return set(self._links)
+        return set(self._links) | set(self._exit_links)
 
     def close(self) -> None:
-        for link in self._links.values():
+        for link in [*self._links.values(), *self._exit_links.values()]:
             link.close()
         self._links.clear()
+        self._exit_links.clear()
         self._config.close()

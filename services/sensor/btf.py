@@ -84,6 +84,13 @@ class Btf:
             raise BtfError(f"struct {struct_name}.{member} is a bitfield")
         return found // 8
 
+    def size_of(self, struct_name: str) -> int:
+        """sizeof(struct struct_name)."""
+        type_id = self._by_name.get((struct_name, _STRUCT))
+        if type_id is None:
+            raise BtfError(f"kernel BTF has no struct {struct_name}")
+        return self._resolve(type_id).ref  # a struct's size_or_type is its size
+
     def _find(self, type_id: int, member: str) -> int | None:
         t = self._resolve(type_id)
         for name, m_type, bit_offset in t.members:
@@ -112,9 +119,40 @@ SENSOR_OFFSETS = {
     "OCELLUS_OFF_TASK_MM": ("task_struct", "mm"),
     "OCELLUS_OFF_MM_ARG_START": ("mm_struct", "arg_start"),
     "OCELLUS_OFF_MM_ARG_END": ("mm_struct", "arg_end"),
+    # Process selectors (lib/proc_select.h): namespaces and the pid namespace.
+    "OCELLUS_OFF_TASK_NSPROXY": ("task_struct", "nsproxy"),
+    "OCELLUS_OFF_TASK_CRED": ("task_struct", "cred"),
+    "OCELLUS_OFF_TASK_THREAD_PID": ("task_struct", "thread_pid"),
+    "OCELLUS_OFF_CRED_USER_NS": ("cred", "user_ns"),
+    "OCELLUS_OFF_PID_LEVEL": ("pid", "level"),
+    "OCELLUS_OFF_PID_NUMBERS": ("pid", "numbers"),
+    "OCELLUS_OFF_UPID_NS": ("upid", "ns"),
+    "OCELLUS_OFF_NSPROXY_UTS": ("nsproxy", "uts_ns"),
+    "OCELLUS_OFF_NSPROXY_IPC": ("nsproxy", "ipc_ns"),
+    "OCELLUS_OFF_NSPROXY_MNT": ("nsproxy", "mnt_ns"),
+    "OCELLUS_OFF_NSPROXY_PID_FOR_CHILDREN": ("nsproxy", "pid_ns_for_children"),
+    "OCELLUS_OFF_NSPROXY_NET": ("nsproxy", "net_ns"),
+    "OCELLUS_OFF_NSPROXY_TIME": ("nsproxy", "time_ns"),
+    "OCELLUS_OFF_NSPROXY_TIME_FOR_CHILDREN": ("nsproxy", "time_ns_for_children"),
+    "OCELLUS_OFF_NSPROXY_CGROUP": ("nsproxy", "cgroup_ns"),
+}
+# Where a namespace's inum is: <struct>.ns (a struct ns_common) + ns_common.inum.
+NS_INUM_OFFSETS = {
+    "OCELLUS_OFF_INUM_UTS": "uts_namespace",
+    "OCELLUS_OFF_INUM_IPC": "ipc_namespace",
+    "OCELLUS_OFF_INUM_MNT": "mnt_namespace",
+    "OCELLUS_OFF_INUM_PID": "pid_namespace",
+    "OCELLUS_OFF_INUM_NET": "net",
+    "OCELLUS_OFF_INUM_TIME": "time_namespace",
+    "OCELLUS_OFF_INUM_CGROUP": "cgroup_namespace",
+    "OCELLUS_OFF_INUM_USER": "user_namespace",
 }
 
 
 def sensor_cflags(btf: Btf | None = None) -> list[str]:
     btf = btf or Btf.from_kernel()
-    return [f"-D{macro}={btf.offset_of(*where)}" for macro, where in SENSOR_OFFSETS.items()]
+    flags = [f"-D{macro}={btf.offset_of(*where)}" for macro, where in SENSOR_OFFSETS.items()]
+    inum = btf.offset_of("ns_common", "inum")
+    flags += [f"-D{m}={btf.offset_of(s, 'ns') + inum}" for m, s in NS_INUM_OFFSETS.items()]
+    flags.append(f"-DOCELLUS_SIZEOF_UPID={btf.size_of('upid')}")
+    return flags

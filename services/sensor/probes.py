@@ -13,10 +13,13 @@ from services.common.errors import OcellusError
 from services.common.logging import get_logger
 from services.sensor.btf import sensor_cflags
 from services.sensor.hook_records import POLICY_MAPS
+from services.sensor.namespaces import NamespaceError, namespace_cflags
+from services.sensor.proc_seed import seed_proc_sel
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _BPF_NOEXIST = 1
 GENERIC_PROGRAM = b"ocellus_generic_tp"  # bpf/generic.bpf.c
+GENERIC_EXIT_PROGRAM = b"ocellus_generic_exit_tp"  # bpf/hook_return.bpf.c
 log = get_logger("ocellus.sensor")
 
 
@@ -60,12 +63,16 @@ class ProcessProbes:
     def load(self) -> None:
         from bcc import BPF  # imported late: only the sensor needs BCC
 
-        cflags = [*self.cflags, *sensor_cflags()]
+        try:
+            cflags = [*self.cflags, *sensor_cflags(), *namespace_cflags()]
+        except NamespaceError as e:
+            raise ProbeError(str(e)) from e
         prepare_pins(self.pin_dir)
         try:
             self.bpf = BPF(src_file=str(self.source).encode(), cflags=cflags)
             # Verified now, at start, rather than at the first policy.
             self.bpf.load_func(GENERIC_PROGRAM, BPF.TRACEPOINT)
+            self.bpf.load_func(GENERIC_EXIT_PROGRAM, BPF.TRACEPOINT)
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             raise ProbeError(f"loading {self.source.name}: {e}") from e
 
@@ -97,6 +104,12 @@ class ProcessProbes:
             ):
                 seeded += 1
         return seeded
+
+    def seed_selectors(self, proc: Path = Path("/proc")) -> int:
+        """Process-selector state (binary, ancestors) of every process alive now,
+        so that processes older than the sensor match matchBinaries and matchPIDs
+        followForks; entries the kernel already wrote win."""
+        return seed_proc_sel(self.bpf[b"proc_sel"], self.bpf[b"bin_state"], proc)
 
     def kernel_counters(self) -> dict[str, int]:
         stats = self.bpf[b"stats"]

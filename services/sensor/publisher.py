@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NATS
 
@@ -18,6 +18,9 @@ from schemas import codec, subjects
 from services.common.hostfs import boot_time_ns
 from services.common.logging import get_logger
 from services.sensor.records import ArgLimits, RecordError, decode
+
+if TYPE_CHECKING:
+    from services.sensor.watchdog import Watchdog
 
 log = get_logger("ocellus.sensor.publisher")
 
@@ -48,6 +51,7 @@ class RawPublisher:
         self._wake = asyncio.Event()
         self._subjects = {t: subjects.raw(node, t) for t in PUBLISH_ORDER}
         self.counters: Counter[str] = Counter()
+        self.watchdog: Watchdog | None = None  # takes out the sensor's own canary records
 
     def deliver(self, batch: list[bytes]) -> None:
         """A drained batch joins the queue, or is dropped (counted) if it is full."""
@@ -75,6 +79,11 @@ class RawPublisher:
             batch = self._queue.popleft()
             self._queued -= len(batch)
             await self._publish(batch)
+            # nc.publish rarely yields: without this, a backlog is published
+            # in one go while nothing drains the ring, which then overflows
+            # (kernel_ringbuf_full) with the queue all but empty. Yielding
+            # lets the reader move the ring into the queue between batches.
+            await asyncio.sleep(0)
 
     async def _publish(self, batch: list[bytes]) -> None:
         # Types go out in causal order (PUBLISH_ORDER): NATS keeps a
@@ -87,6 +96,13 @@ class RawPublisher:
             except RecordError as e:
                 self.counters["decode_errors"] += 1
                 log.error("undecodable ring-buffer record", reason=str(e))
+                continue
+            watchdog = self.watchdog
+            if (
+                watchdog is not None
+                and watchdog.canary is not None
+                and watchdog.take_canary(event_type, record)
+            ):
                 continue
             by_type[event_type].append((len(data), record))
         boot_ns = boot_time_ns()

@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas import subjects
 from schemas.raw import Op, RecordFlag
-from services.sensor.hook_records import decode_args
+from services.sensor.hook_records import HK_RETURN, decode_args
 
 RECORD_VERSION = 1  # OCELLUS_RECORD_VERSION
 COMM_LEN = 16
@@ -82,7 +82,8 @@ class HookFixed(ct.Structure):
         ("action", ct.c_uint8),
         ("nargs", ct.c_uint8),
         ("args_len", ct.c_uint16),
-        ("_pad", ct.c_uint16),
+        ("kflags", ct.c_uint8),
+        ("_pad", ct.c_uint8),
         ("_pad2", ct.c_uint32),
     ]
 
@@ -123,12 +124,25 @@ _CGROUP = struct.Struct("<" + struct_format(Cgroup))
 _HOOK = struct.Struct("<" + struct_format(HookFixed))
 
 
+_COMMS: dict[bytes, str] = {}  # comm as read -> its text: a few distinct values
+_COMMS_MAX = 4096
+
+
+def _comm(raw: bytes) -> str:
+    text = _COMMS.get(raw)
+    if text is None:
+        if len(_COMMS) >= _COMMS_MAX:
+            _COMMS.clear()
+        text = _COMMS[raw] = _text(raw.split(b"\0", 1)[0])
+    return text
+
+
 def _header(f: tuple[Any, ...]) -> dict[str, Any]:
     # f: op, version, flags, pid, tid, ppid, ktime, cgroup_id, uid, gid, comm, ...
     # (a dict display: the cheapest way to build it, on the hottest path)
     return {
         "ktime": f[6], "pid": f[3], "tid": f[4], "ppid": f[5], "uid": f[8], "gid": f[9],
-        "cgroup_id": f[7], "comm": _text(f[10].split(b"\0", 1)[0]), "flags": f[2],
+        "cgroup_id": f[7], "comm": _comm(f[10]), "flags": f[2],
     }  # fmt: skip
 
 
@@ -184,11 +198,15 @@ def decode_hook(data: bytes, _limits: ArgLimits) -> dict[str, Any]:
     fields = _HOOK.unpack_from(data)
     rec = _header(fields)
     rec["hook_id"], rec["slot"], rec["selector"], rec["action"] = fields[11:15]
-    nargs, args_len = fields[15], fields[16]
+    nargs, args_len, kflags = fields[15], fields[16], fields[17]
+    returns = bool(kflags & HK_RETURN)  # a return item follows the args
     try:
-        rec["args"] = decode_args(data[_HOOK.size : _HOOK.size + args_len], nargs)
+        items = decode_args(data[_HOOK.size : _HOOK.size + args_len], nargs + returns)
     except struct.error as e:
         raise RecordError(f"process_hook args: {e}") from None
+    if returns:
+        rec["ret"] = items.pop()
+    rec["args"] = items
     return rec
 
 

@@ -18,8 +18,10 @@ from schemas import codec, subjects
 from services.common import bus
 from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
+from services.common.metrics import start_telemetry
 from services.sensor import capabilities
 from services.sensor.attachments import HookAttachments
+from services.sensor.connect_guard import ConnectGuard
 from services.sensor.hook_records import policy_pin_dir
 from services.sensor.mounts import ensure_sensor_mounts
 from services.sensor.probes import ProcessProbes, detach_all
@@ -27,6 +29,7 @@ from services.sensor.publisher import RawPublisher
 from services.sensor.reader import RingBufferReader
 from services.sensor.records import ArgLimits
 from services.sensor.settings import Settings
+from services.sensor.watchdog import Watchdog, run_watchdog
 
 log = get_logger("ocellus.sensor")
 
@@ -53,15 +56,21 @@ async def run(
         pin_dir=policy_pin_dir(settings.bpf_pin_dir, settings.node_name),
     )
     attachments: HookAttachments | None = None
+    guard: ConnectGuard | None = None
+    telemetry = await start_telemetry(settings, "sensor", nc)
+    telemetry.check("programs attached", lambda: probes.bpf is not None)
     try:
         await asyncio.to_thread(probes.load)  # clang takes a second or two
         seeded = probes.seed_parents()
+        probes.seed_selectors()  # matchBinaries / matchPIDs for processes older than us
         # Policies written before a restart enforce again from here on.
+        guard = ConnectGuard(probes)
+        guard.attach()  # network deny: Override on connect (its state: in sync replies)
         attachments = HookAttachments(probes)
         hooks = attachments.sync()
         control = await nc.subscribe(
             subjects.control("sensor", settings.node_name, "sync_hooks"),
-            cb=_sync_handler(nc, attachments),
+            cb=_sync_handler(nc, attachments, guard),
         )
         publisher = RawPublisher(
             nc,
@@ -78,10 +87,25 @@ async def run(
             batch_max=settings.batch_max,
         )
         reader.start()
+        hooked = attachments
+        telemetry.status(lambda: _status(settings, probes, publisher, caps, started, hooked))
+        telemetry.bpf_program_names(lambda: _program_names(probes))
         publishing = asyncio.create_task(publisher.run(), name="publish")
         reporting = asyncio.create_task(
             _report(nc, settings, probes, publisher, caps, started, attachments), name="status"
         )
+        watching = None
+        if settings.watchdog_interval > 0:
+            watchdog = publisher.watchdog = Watchdog(
+                probes.bpf, probes.pin_dir, canary_timeout=settings.canary_timeout
+            )
+            watching = asyncio.create_task(
+                run_watchdog(
+                    watchdog, settings.watchdog_interval, _alerter(nc, settings, publisher)
+                ),
+                name="watchdog",
+            )
+        telemetry.ready()
         log.info(
             "sensor running",
             node=settings.node_name,
@@ -94,10 +118,15 @@ async def run(
         log.info("sensor stopping")
         await control.unsubscribe()
         detach_all(probes)
+        guard.close()
         attachments.close()
         await reader.stop()
         publishing.cancel()
         reporting.cancel()
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         with contextlib.suppress(asyncio.CancelledError):
             await publishing
         with contextlib.suppress(asyncio.CancelledError):
@@ -106,19 +135,40 @@ async def run(
         await _publish_status(nc, settings, probes, publisher, caps, started, attachments)
         log.info("sensor stopped", **_counters(probes, publisher))
     finally:
+        await telemetry.stop()
         if attachments is not None:
             attachments.close()
+        if guard is not None:
+            guard.close()
         probes.close()
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
 
 
-def _sync_handler(nc: NATS, attachments: HookAttachments) -> Any:
+def _alerter(nc: NATS, settings: Settings, publisher: RawPublisher) -> Any:
+    """Report a watchdog finding: logged, counted, on ocellus.alerts.<node>."""
+
+    async def alert(kind: str, message: str) -> None:
+        publisher.counters[f"alerts_{kind}"] += 1
+        log.error("sensor alert", kind=kind, message=message)
+        body = {
+            "node": settings.node_name,
+            "kind": kind,
+            "message": message,
+            "time": time.time_ns(),
+        }
+        await nc.publish(subjects.alerts(settings.node_name), codec.pack(body))
+
+    return alert
+
+
+def _sync_handler(nc: NATS, attachments: HookAttachments, guard: ConnectGuard) -> Any:
     """ocellus.ctl.sensor.<node>.sync_hooks: attach to what the policy maps
-    name now; the reply says what is attached and what failed."""
+    name now; the reply says what is attached and what failed, and the state of the
+    connect programs (network deny)."""
 
     async def handle(msg: Any) -> None:
-        state = attachments.sync()
+        state = {**attachments.sync(), "connect_guard": guard.state}
         if msg.reply:
             await nc.publish(msg.reply, codec.pack(state))
 
@@ -134,6 +184,32 @@ def _counters(probes: ProcessProbes, publisher: RawPublisher) -> dict[str, int]:
     }
 
 
+def _program_names(probes: ProcessProbes) -> dict[int, str]:
+    """fd -> full name of the sensor's BPF programs (for metrics)."""
+    funcs = probes.bpf.funcs if probes.bpf is not None else {}
+    return {int(f.fd): name.decode() for name, f in funcs.items()}
+
+
+def _status(
+    settings: Settings,
+    probes: ProcessProbes,
+    publisher: RawPublisher,
+    caps: dict[str, str],
+    started: float,
+    attachments: HookAttachments,
+) -> dict[str, Any]:
+    """The heartbeat body (also what /metrics reads)."""
+    return {
+        "service": "sensor",
+        "node": settings.node_name,
+        "time": time.time_ns(),
+        "uptime": round(time.monotonic() - started, 3),
+        "counters": _counters(probes, publisher),
+        "capabilities": caps,
+        "hooks": attachments.state(),
+    }
+
+
 async def _publish_status(
     nc: NATS,
     settings: Settings,
@@ -143,21 +219,9 @@ async def _publish_status(
     started: float,
     attachments: HookAttachments,
 ) -> dict[str, Any]:
-    counters = _counters(probes, publisher)
-    await nc.publish(
-        subjects.status("sensor", settings.node_name),
-        codec.pack(
-            {
-                "service": "sensor",
-                "node": settings.node_name,
-                "time": time.time_ns(),
-                "uptime": round(time.monotonic() - started, 3),
-                "counters": counters,
-                "capabilities": caps,
-                "hooks": attachments.state(),
-            }
-        ),
-    )
+    body = _status(settings, probes, publisher, caps, started, attachments)
+    await nc.publish(subjects.status("sensor", settings.node_name), codec.pack(body))
+    counters: dict[str, Any] = body["counters"]
     return counters
 
 

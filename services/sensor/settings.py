@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import PolicyMapsSettings
@@ -14,7 +14,10 @@ class Settings(PolicyMapsSettings):
     model_config = SettingsConfigDict(env_prefix="OCELLUS_SENSOR_")
     section: ClassVar[str] = "sensor"
 
-    ringbuf_pages: int = Field(512, description="ring buffer size in 4 KiB pages (power of two)")
+    # 16 MiB: at 100k events/s a shared core's scheduling stalls outlast a
+    # 2 MiB ring (benchmarks/open_storm.py), and the ring is the only buffer
+    # while the sensor is not running.
+    ringbuf_pages: int = Field(4096, description="ring buffer size in 4 KiB pages (power of two)")
     drain_interval_ms: int = Field(50, ge=1, le=1000, description="ring buffer drain period")
     wakeup_bytes: int = Field(
         128 * 1024, ge=4096, description="bytes per CPU between forced early drains"
@@ -30,3 +33,20 @@ class Settings(PolicyMapsSettings):
     arg_max: int = Field(1024, description="bytes kept of one argument")
     argc_max: int = Field(128, ge=1, le=1024, description="arguments kept per exec")
     procs_max: int = Field(65536, ge=1024, description="processes tracked in the kernel")
+    watchdog_interval: float = Field(
+        5.0, ge=0, description="seconds between self-checks (canary, pins, new BPF); 0: off"
+    )
+    canary_timeout: float = Field(
+        2.0, gt=0, description="seconds the canary's records get to come back"
+    )
+
+    @model_validator(mode="after")
+    def _wakeups_fit_the_ring(self) -> Self:
+        # A forced wakeup that never comes leaves the ring to the timer alone.
+        ring = self.ringbuf_pages * 4096
+        if self.wakeup_bytes > ring // 4:
+            raise ValueError(
+                f"wakeup_bytes ({self.wakeup_bytes}) must be at most a quarter of the ring "
+                f"buffer ({ring} bytes): raise ringbuf_pages or lower wakeup_bytes"
+            )
+        return self

@@ -16,7 +16,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "ocellus.yaml"
     path.write_text(
         "nats_url: nats://file:1\nnode_name: from-file\n"
-        "sensor:\n  ringbuf_pages: 64\n  batch_max: 7\n"
+        "sensor:\n  ringbuf_pages: 256\n  batch_max: 7\n"
     )
     monkeypatch.setenv("OCELLUS_CONFIG", str(path))
     for var in ("OCELLUS_NATS_URL", "OCELLUS_NODE_NAME", "OCELLUS_SENSOR_BATCH_MAX"):
@@ -30,7 +30,7 @@ def test_config_file_applies_top_level_and_section(config: Path) -> None:
     assert (s.nats_url, s.node_name, s.ringbuf_pages, s.batch_max) == (
         "nats://file:1",
         "from-file",
-        64,
+        256,
         7,
     )
 
@@ -42,7 +42,7 @@ def test_env_beats_config_file_and_flags_beat_env(
     monkeypatch.setenv("OCELLUS_NATS_URL", "nats://env:2")
     monkeypatch.setenv("OCELLUS_SENSOR_BATCH_MAX", "9")
     s = SensorSettings()
-    assert (s.nats_url, s.batch_max, s.ringbuf_pages) == ("nats://env:2", 9, 64)
+    assert (s.nats_url, s.batch_max, s.ringbuf_pages) == ("nats://env:2", 9, 256)
     assert SensorSettings(nats_url="nats://flag:3").nats_url == "nats://flag:3"
 
 
@@ -64,3 +64,9 @@ def test_unreadable_config_file_is_an_error(
     monkeypatch.setenv("OCELLUS_CONFIG", str(tmp_path / "list.yaml"))
     with pytest.raises(ConfigFileError, match="mapping"):
         SensorSettings()
+
+
+def test_sensor_refuses_wakeups_the_ring_cannot_reach() -> None:
+    """wakeup_bytes above a quarter of the ring would never force a wakeup."""
+    with pytest.raises(ValidationError, match="at most a quarter of the ring buffer"):
+        SensorSettings(ringbuf_pages=16, wakeup_bytes=128 * 1024)

@@ -168,10 +168,12 @@ async def test_directory_policy_reports_etc_not_tmp_then_edit_flips_it(
         (file_policy("bad-op", "/x", operator="Foo"), "operator 'Foo' is not supported"),
         (
             file_policy("too-many", "/x").replace(
-                'index: 1\n        operator: Prefix\n        values: ["/x"]',
-                f"index: 2\n        operator: Equal\n        values: {[str(i) for i in range(40)]}",
+                "    - matchArgs:",
+                "    - matchPIDs:\n      - {operator: In, values: "
+                + str(list(range(1, 13)))
+                + "}\n      matchArgs:",
             ),
-            "at most 8 integers",
+            "12 PIDs: at most 8 are matched in the kernel",
         ),
         (
             file_policy("no-kprobes", "/x").replace(

@@ -149,3 +149,70 @@ async def test_deploy_policy_events_reach_jetstream(
             body = ev.get("process_kprobe") or ev.get("process_tracepoint") or {}
             if from_command(body, proc.pid):
                 assert body["policy_name"] and body["process"]["binary"], ev
+
+
+def return_and_binaries_policy(watched: Path) -> str:
+    return f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: opens-returned
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    return: true
+    args:
+    - {{index: 1, type: string}}
+    returnArg: {{index: 0, type: int}}
+    selectors:
+    - matchArgs:
+      - {{index: 1, operator: Prefix, values: ["{watched}"]}}
+      matchBinaries:
+      - {{operator: NotIn, values: ["/usr/bin/head"]}}
+"""
+
+
+async def test_return_value_reported_and_binary_excluded(
+    enforcer: Path, hook_events: list[dict[str, Any]], module_nats_url: str, tmp_path: Path
+) -> None:
+    """`return: true` reports openat's result (an fd, or -ENOENT), and matchBinaries
+    NotIn leaves `head` out while `cat` is reported."""
+    watched = tmp_path / "ret"
+    watched.mkdir()
+    (watched / "there").write_text("x\n")
+    (enforcer / "returned.yaml").write_text(return_and_binaries_policy(watched))
+    row = wait_until(lambda: policies(module_nats_url).get("opens-returned"), "listed")
+    assert row["state"] == "applied", row
+
+    async def run(*argv: str) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        await proc.wait()
+        return proc.pid
+
+    cat_ok = await run("cat", str(watched / "there"))
+    cat_missing = await run("cat", str(watched / "missing"))
+    head = await run("head", str(watched / "there"))
+
+    def returned(pid: int) -> list[dict[str, Any]]:
+        return [
+            ev["process_kprobe"]
+            for ev in hook_events
+            if "process_kprobe" in ev
+            and ev["process_kprobe"]["process"]["pid"] == pid
+            and ev["process_kprobe"]["policy_name"] == "opens-returned"
+        ]
+
+    for _ in range(100):
+        if returned(cat_ok) and returned(cat_missing):
+            break
+        await asyncio.sleep(0.05)
+    [ok] = returned(cat_ok)[:1]
+    [missing] = returned(cat_missing)[:1]
+    assert ok["args"][0]["string_arg"] == str(watched / "there")
+    assert ok["return"]["int_arg"] >= 0
+    assert missing["return"] == {"int_arg": -2}  # -ENOENT
+    assert not returned(head)
+    (enforcer / "returned.yaml").unlink()
+    wait_until(lambda: "opens-returned" not in policies(module_nats_url), "removed")

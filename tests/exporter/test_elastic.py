@@ -33,7 +33,8 @@ def password_env(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def es_sink(url: str, password_env: str, **options: Any) -> ElasticsearchSink:
-    config = ElasticsearchConfig(url=url, username=USER, password_env=password_env, **options)
+    password = {"env": password_env}
+    config = ElasticsearchConfig(url=url, username=USER, password=password, **options)
     return ElasticsearchSink("es", config)
 
 
@@ -144,7 +145,8 @@ async def test_api_key_from_file(bulk_receiver: BulkReceiver, tmp_path: Path) ->
     key = base64.b64encode(b"id:secret").decode()
     bulk_receiver.authorization = f"ApiKey {key}"
     (tmp_path / "api-key").write_text(key + "\n")
-    config = ElasticsearchConfig(url=bulk_receiver.url, api_key_file=str(tmp_path / "api-key"))
+    api_key = {"file": str(tmp_path / "api-key")}
+    config = ElasticsearchConfig(url=bulk_receiver.url, api_key=api_key)
     sink = ElasticsearchSink("es", config)
     await sink.start()
     assert (await sink.send([exec_event()])).rejected == []
@@ -178,10 +180,10 @@ async def test_unformattable_event_rejected_without_request(
     "options",
     [
         pytest.param({"username": "u"}, id="username-without-password"),
-        pytest.param({"password_env": "P"}, id="password-without-username"),
-        pytest.param(
-            {"username": "u", "password_env": "P", "api_key_env": "K"}, id="both-credentials"
-        ),
+        pytest.param({"password": "p"}, id="password-without-username"),
+        pytest.param({"username": "u", "password": "p", "api_key": "k"}, id="both-credentials"),
+        pytest.param({"username": "u", "password_env": "P"}, id="replaced-password-env"),
+        pytest.param({"api_key_file": "/k"}, id="replaced-api-key-file"),
         pytest.param({"index": "Ocellus"}, id="uppercase-index"),
         pytest.param({"tls_ca_file": "/nonexistent/ca.pem"}, id="missing-ca"),
     ],

@@ -205,4 +205,6 @@ def test_up_with_exporter_config_writes_a_command_to_the_json_file(tmp_path: Pat
         rc = proc.wait(20)
     down = [json.loads(x) for x in log.read_text().splitlines() if '"ocellus down"' in x]
     assert rc == 0, log.read_text()
-    assert down[0]["returncodes"] == {"sensor": 0, "exporter": 0, "enricher": 0}
+    returncodes = down[0]["returncodes"]  # every service `up` ran (others come and go)
+    assert {"sensor", "enricher", "exporter"} <= set(returncodes)
+    assert set(returncodes.values()) == {0}, returncodes

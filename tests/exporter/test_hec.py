@@ -32,7 +32,8 @@ def token_env(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def hec_sink(url: str, token_env: str, **options: Any) -> SplunkHecSink:
-    return SplunkHecSink("splunk", SplunkHecConfig(url=url, token_env=token_env, **options))
+    config = SplunkHecConfig(url=url, token={"env": token_env}, **options)
+    return SplunkHecSink("splunk", config)
 
 
 def marked(n: int, bad: bool = False) -> dict[str, Any]:
@@ -46,10 +47,10 @@ async def test_batch_arrives_in_one_request_with_the_token(
 ) -> None:
     """One request per batch, ``Authorization: Splunk <token>``, HEC envelopes."""
     if source == "env":
-        config = SplunkHecConfig(url=hec_receiver.url, token_env=token_env)
+        config = SplunkHecConfig(url=hec_receiver.url, token={"env": token_env})
     else:
         (tmp_path / "token").write_text(TOKEN + "\n")
-        config = SplunkHecConfig(url=hec_receiver.url, token_file=str(tmp_path / "token"))
+        config = SplunkHecConfig(url=hec_receiver.url, token={"file": str(tmp_path / "token")})
     sink = SplunkHecSink("splunk", config)
     await sink.start()
     events = [marked(n) for n in range(3)]
@@ -161,12 +162,12 @@ def test_missing_token_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
     unset = "OCELLUS_TEST_NO_TOKEN"
     monkeypatch.delenv(unset, raising=False)
     with pytest.raises(ValidationError, match=f"{unset} is not set"):
-        SplunkHecConfig(url="http://127.0.0.1:1", token_env=unset)
+        SplunkHecConfig(url="http://127.0.0.1:1", token={"env": unset})
 
 
 def test_token_not_in_config_repr(token_env: str) -> None:
     """The token never shows in the config's repr or dump."""
-    config = SplunkHecConfig(url="http://127.0.0.1:1", token_env=token_env)
+    config = SplunkHecConfig(url="http://127.0.0.1:1", token={"env": token_env})
     assert TOKEN not in repr(config) and TOKEN not in str(config.model_dump())
     assert config.authorization == f"Splunk {TOKEN}"
 
@@ -174,11 +175,12 @@ def test_token_not_in_config_repr(token_env: str) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        pytest.param({"url": "http://x"}, id="no-token-source"),
-        pytest.param({"url": "http://x", "token_env": "A", "token_file": "/f"}, id="two-sources"),
-        pytest.param({"url": "splunk:8088", "token_env": "A"}, id="url-without-scheme"),
+        pytest.param({"url": "http://x"}, id="no-token"),
+        pytest.param({"url": "http://x", "token": {"env": "A", "file": "/f"}}, id="two-sources"),
+        pytest.param({"url": "http://x", "token_env": "A"}, id="replaced-token-env"),
+        pytest.param({"url": "splunk:8088", "token": "t"}, id="url-without-scheme"),
         pytest.param(
-            {"url": "https://x", "token_env": "A", "tls_ca_file": "/nonexistent"}, id="missing-ca"
+            {"url": "https://x", "token": "t", "tls_ca_file": "/nonexistent"}, id="missing-ca"
         ),
     ],
 )

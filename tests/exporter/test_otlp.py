@@ -115,8 +115,7 @@ async def test_logs_exec_arrives_with_semconv_attributes(
     sink = logs_sink(
         receiver,
         protocol=protocol,
-        headers={"Authorization": "Bearer s3cret"},
-        headers_env={"x-tenant": "OCELLUS_TEST_TENANT"},
+        headers={"Authorization": "Bearer s3cret", "x-tenant": {"env": "OCELLUS_TEST_TENANT"}},
     )
     await send_all(sink, [event])
 
@@ -249,9 +248,8 @@ async def test_unavailable_receiver_is_transient_then_retry_delivers(
             {"protocol": "http", "insecure": True}, "insecure applies", id="http-insecure"
         ),
         pytest.param({"client_cert_file": "/c.pem"}, "go together", id="cert-without-key"),
-        pytest.param(
-            {"headers": {"a": "1"}, "headers_env": {"A": "X"}}, "both in headers", id="header-twice"
-        ),
+        pytest.param({"headers": {"a": "1", "A": "2"}}, "given twice", id="header-twice"),
+        pytest.param({"headers_env": {"a": "X"}}, "headers_env is no longer", id="headers-env"),
         pytest.param({"protocol": "udp"}, "protocol", id="unknown-protocol"),
     ],
 )
@@ -261,12 +259,11 @@ def test_config_rejects_contradictions(options: dict[str, Any], message: str) ->
         OtlpLogsConfig.model_validate({"type": "otlp_logs", **options})
 
 
-async def test_missing_header_env_variable_fails_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A headers_env variable that is not set stops the sink at start, naming it."""
+def test_missing_header_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header whose variable is not set fails validation, naming header and variable."""
     monkeypatch.delenv("OCELLUS_TEST_UNSET", raising=False)
-    sink = OtlpLogsSink("x", OtlpLogsConfig(headers_env={"x-key": "OCELLUS_TEST_UNSET"}))
-    with pytest.raises(ValueError, match="OCELLUS_TEST_UNSET"):
-        await sink.start()
+    with pytest.raises(ValidationError, match=r"headers\.x-key\n.*OCELLUS_TEST_UNSET is not set"):
+        OtlpLogsConfig(headers={"x-key": {"env": "OCELLUS_TEST_UNSET"}})
 
 
 def test_secret_headers_are_not_shown() -> None:

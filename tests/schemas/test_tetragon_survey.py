@@ -17,6 +17,7 @@ import pytest
 from schemas.policy import PolicyError, load_policy
 from services.common.hostfs import cgroup2_root
 from services.enforcer.compile import compile_selectors
+from services.enforcer.connect_rules import compile_connect_rules
 from services.enforcer.plan import PlannedHook, plan_hooks
 from services.sensor.mounts import TRACEFS, ensure_mounted
 from tests.hook_engine import NO_KPROBES, Engine, engine
@@ -26,7 +27,9 @@ __all__ = ["engine"]  # the fixture, used by name
 TETRAGON = Path(__file__).parent / "policies" / "tetragon"
 STORED = sorted(TETRAGON.glob("*.yaml")) + sorted((TETRAGON / "refused").glob("*.yaml"))
 NO_KPROBE = "kprobe on a kernel function needs kprobes, which this kernel does not offer"
-MATCH_PIDS = "matchPIDs: matchPIDs is not supported yet"
+TWO_PID_FILTERS = "matchPIDs: at most 1 matchPIDs filter per selector in the kernel"
+CREDS_CALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
+               "setfsgid")  # fmt: skip
 
 # file (relative to policies/tetragon) -> ("compiles", [tracepoints]) or
 # (stage, [messages]): every message must be in the PolicyError of that stage.
@@ -36,40 +39,34 @@ SURVEY: dict[str, tuple[str, list[str]]] = {
     "sys_ptrace.yaml": ("compiles", ["syscalls:sys_enter_ptrace"]),
     "sys_setuid.yaml": ("compiles", ["syscalls:sys_enter_setuid"]),
     # Syscall and tracepoint hooks that plan, with selectors the kernel side lacks yet.
+    "write.yaml": ("compiles", ["syscalls:sys_enter_write"]),
+    "process-credentials-changes-at-syscalls.yaml": (
+        "compiles",
+        [f"syscalls:sys_enter_{c}" for c in CREDS_CALLS],
+    ),
     "list-syscalls-tracepoint.yaml": (
         "compile",
         [
-            "spec.tracepoints[0].selectors[0].matchArgs[0].operator: operator InMap on "
-            "integers is not supported yet"
+            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: 'list:dups': InMap over "
+            "a spec list (syscall numbers) is not supported yet"
         ],
     ),
-    "write.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{MATCH_PIDS}"]),
-    "sys_clock_settime.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{MATCH_PIDS}"]),
-    "sys_pivot_root.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{MATCH_PIDS}"]),
+    "sys_clock_settime.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{TWO_PID_FILTERS}"]),
+    "sys_pivot_root.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{TWO_PID_FILTERS}"]),
     "fd_memfd_kill.yaml": (
         "compile",
-        [f"spec.kprobes[{i}].selectors[0].{MATCH_PIDS}" for i in range(3)],
+        [
+            "spec.kprobes[0].selectors[0].matchActions[0].action: action UnfollowFD is not "
+            "supported yet"
+        ],
     ),
     "hardlink-override.yaml": (
         "compile",
-        [
-            "spec.kprobes[0].selectors[0].matchActions[0].action: action Override is not "
-            "supported yet"
-        ],
+        ["spec.kprobes[0].selectors[0].matchActions[0]: Override is served for connect only"],
     ),
     "symlink-override.yaml": (
         "compile",
-        [
-            "spec.kprobes[0].selectors[0].matchActions[0].action: action Override is not "
-            "supported yet"
-        ],
-    ),
-    "process-credentials-changes-at-syscalls.yaml": (
-        "compile",
-        [
-            f"spec.kprobes[{i}].selectors[0].matchNamespaces: matchNamespaces is not supported yet"
-            for i in range(8)
-        ],
+        ["spec.kprobes[0].selectors[0].matchActions[0]: Override is served for connect only"],
     ),
     # Syscall hooks next to a kernel-function kprobe (fd_install, do_dup2): the whole
     # policy is refused for the kprobe, by path.
@@ -166,7 +163,8 @@ def compile_policy(text: str) -> list[PlannedHook]:
         problems = []
         for p in planned:
             try:
-                compile_selectors(policy.metadata.name, p, hooks[p.path])
+                slots = compile_selectors(policy.metadata.name, p, hooks[p.path])
+                compile_connect_rules(policy.metadata.name, p, hooks[p.path], slots, NO_KPROBES)
             except PolicyError as e:
                 problems += e.problems
         if problems:

@@ -212,13 +212,16 @@ def test_compiled_policy_posts_and_kills(engine: Engine, tmp_path: Path) -> None
     ("selector", "message"),
     [
         (
-            "matchBinaries: [{operator: In, values: [/bin/cat]}]",
-            "matchBinaries is not supported yet",
+            "matchParentBinaries: [{operator: In, values: [/bin/cat]}]",
+            "matchParentBinaries is not supported yet",
         ),
-        ("matchPIDs: [{operator: In, values: [1]}]", "matchPIDs is not supported yet"),
         (
-            "matchArgs: [{index: 6, operator: Postfix, values: [.so]}]",
-            "operator Postfix on strings is not supported yet",
+            "matchCapabilities: [{type: Effective, operator: In, values: [CAP_SYS_ADMIN]}]",
+            "matchCapabilities is not supported yet",
+        ),
+        (
+            "matchArgs: [{index: 6, operator: SubString, values: [lib]}]",
+            "operator SubString on strings is not supported yet",
         ),
         (
             "matchActions: [{action: FollowFD, argFd: 0, argName: 1}]",
@@ -229,7 +232,7 @@ def test_compiled_policy_posts_and_kills(engine: Engine, tmp_path: Path) -> None
             "at most 8 integers",
         ),
     ],
-    ids=["binaries", "pids", "postfix", "followfd", "too-many-ints"],
+    ids=["parent-binaries", "capabilities", "substring", "followfd", "too-many-ints"],
 )
 def test_compile_selectors_refuses_what_the_kernel_cannot_do_yet(
     selector: str, message: str

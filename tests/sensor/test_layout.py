@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from schemas.raw import KernelStat, Op, RecordFlag
+from services.sensor import connect_records as cr
 from services.sensor import hook_records as hr
+from services.sensor import proc_records as pr
 from services.sensor import records
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -28,8 +30,15 @@ STRUCTS = {
     "ocellus_hook_filter": hr.HookFilter,
     "ocellus_hook_config": hr.HookConfig,
     "ocellus_str_key": hr.StrKey,
+    "ocellus_val_key": hr.ValKey,
     "ocellus_hook_stats": hr.HookStats,
+    "ocellus_ns_filter": pr.NsFilter,
+    "ocellus_proc_filter": pr.ProcFilter,
+    "ocellus_bin_key": pr.BinKey,
+    "ocellus_bin_value": pr.BinValue,
+    "ocellus_bin_state": pr.BinState,
     "ocellus_hook_item": hr.HookItem,
+    "ocellus_connect_rule": cr.ConnectRule,
 }
 CONSTANTS = {
     "OCELLUS_RECORD_VERSION": records.RECORD_VERSION,
@@ -47,12 +56,36 @@ CONSTANTS = {
     "OCELLUS_STR_KEY_DATA": hr.STR_KEY_DATA,
     "OCELLUS_STR_KEY_FIXED_BITS": hr.STR_KEY_FIXED_BITS,
     "OCELLUS_HF_POST": hr.HF_POST,
+    "OCELLUS_HF_RETURN": hr.HF_RETURN,
+    "OCELLUS_HF_EXIT": hr.HF_EXIT,
+    "OCELLUS_HK_RETURN": hr.HK_RETURN,
+    "OCELLUS_VAL_KEY_DATA": hr.VAL_KEY_DATA,
+    "OCELLUS_VAL_KEY_FIXED_BITS": hr.VAL_KEY_FIXED_BITS,
+    "OCELLUS_FILTER_RETURN": hr.FILTER_RETURN,
+    "OCELLUS_SLOT_RETURN": hr.SLOT_RETURN,
+    **{f"OCELLUS_PART_{k.name}": k.value for k in hr.ArgPart},
+    **{f"OCELLUS_VK_{k.name}": k.value for k in hr.ValKind},
     "OCELLUS_AF_TRUNCATED": hr.AF_TRUNCATED,
     "OCELLUS_AF_FAULT": hr.AF_FAULT,
     **{f"OCELLUS_READ_{k.name}": k.value for k in hr.ReadKind},
     **{f"OCELLUS_FOP_{k.name}": k.value for k in hr.FilterOp},
     **{f"OCELLUS_FF_{k.name}": k.value for k in hr.FilterFlag},
     **{f"OCELLUS_ACTION_{k.name}": k.value for k in hr.Action},
+    "OCELLUS_HOOK_PIDS": pr.HOOK_PIDS,
+    "OCELLUS_HOOK_NS_FILTERS": pr.HOOK_NS_FILTERS,
+    "OCELLUS_HOOK_NS_VALUES": pr.HOOK_NS_VALUES,
+    "OCELLUS_PROC_ANCESTORS": pr.PROC_ANCESTORS,
+    "OCELLUS_BIN_SETS": pr.BIN_SETS,
+    "OCELLUS_BIN_EPOCHS": pr.BIN_EPOCHS,
+    "OCELLUS_BIN_KEY_DATA": pr.BIN_KEY_DATA,
+    **{f"OCELLUS_PF_{k.name}": k.value for k in pr.ProcFlag},
+    **{
+        f"OCELLUS_NS_{k.name.upper().replace('FORCHILDREN', '_FOR_CHILDREN')}": k.value
+        for k in pr.NsKind
+    },
+    "OCELLUS_NS_KINDS": len(pr.NsKind),
+    "OCELLUS_CONNECT_RULES": cr.CONNECT_RULES,
+    "OCELLUS_CR_POST": cr.CR_POST,
 }
 
 

@@ -31,6 +31,27 @@ from pydantic import BaseModel, ConfigDict
 Event = Mapping[str, Any]
 
 
+class EventBatch(list[Event]):
+    """The events of one ``send`` as the core hands them over: a list that also
+    says, per event, whether it is JSON-plain (``json_plain[i]``: only maps
+    with string keys, arrays, strings, integers, booleans and nil, known from
+    decoding it; see decoding.py), so a sink may encode it with msgspec's JSON
+    encoder without checking. A plain list (as tests pass) means: not known."""
+
+    __slots__ = ("json_plain",)
+
+    def __init__(self, events: Sequence[Event], json_plain: Sequence[bool]) -> None:
+        super().__init__(events)
+        self.json_plain = list(json_plain)
+
+
+def json_plain_flags(events: Sequence[Event]) -> Sequence[bool]:
+    """Per event: known to be JSON-plain (see EventBatch)."""
+    if isinstance(events, EventBatch):
+        return events.json_plain
+    return [False] * len(events)
+
+
 class SinkConfig(BaseModel):
     """Base of every sink's options. ``type`` selects the sink."""
 
@@ -63,6 +84,10 @@ class Sink(ABC):
     """One configured destination. ``name`` is the sink's name in the config."""
 
     config_type: ClassVar[type[SinkConfig]]
+    # True: the core may hand over several fetched batches in one send() when
+    # they are waiting anyway (more than batch_size events, at most
+    # max_inflight), for a sink whose cost is per send rather than per event.
+    coalesce: ClassVar[bool] = False
 
     def __init__(self, name: str, config: SinkConfig) -> None:
         self.name = name

@@ -20,9 +20,10 @@ request (connection, timeout, 429, 5xx, and also 401/403 and other 4xx, which
 are logged as errors since they need an operator) raises ``TransientSinkError``:
 the events wait in the durable consumer until the cluster takes them.
 
-Credentials: basic auth (``username`` with ``password_env``/``password_file``) or
-an API key (``api_key_env``/``api_key_file``), read when the config is validated,
-never logged or shown in the config's repr.
+Credentials: basic auth (``username`` and ``password``) or an API key
+(``api_key``), both ``Secret``s (``{env: NAME}`` or ``{file: PATH}``, see
+secret.py): read when the config is validated, never logged or shown in the
+config's repr.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from services.common.logging import get_logger
 from services.exporter.formats import ecs_mappings, to_ecs
 from services.exporter.formats.facts import product_version
+from services.exporter.secret import Secret, refuse_replaced_keys
 from services.exporter.sinks.base import (
     BatchResult,
     Event,
@@ -47,7 +49,7 @@ from services.exporter.sinks.base import (
     SinkConfig,
     TransientSinkError,
 )
-from services.exporter.sinks.siem_options import ReadableFile, client_tls_context, read_secret
+from services.exporter.sinks.siem_options import ReadableFile, client_tls_context
 
 log = get_logger(__name__)
 
@@ -60,38 +62,36 @@ class ElasticsearchConfig(SinkConfig):
     template_name: str = "ocellus"
     template_priority: int = 200  # above the built-in logs-*-* template (100)
     username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    api_key_env: str | None = None  # the base64 "id:key" form Elasticsearch issues
-    api_key_file: str | None = None
+    password: Secret | None = None
+    api_key: Secret | None = None  # the base64 "id:key" form Elasticsearch issues
     tls_ca_file: ReadableFile | None = None
     tls_verify: bool = True
     timeout: float = Field(30.0, gt=0)  # per request, seconds
 
-    # Read while the config is validated, so that a missing secret is a config error.
-    _authorization: SecretStr = PrivateAttr(default=SecretStr(""))
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        replaced = {
+            f"{key}_{how}": key for key in ("password", "api_key") for how in ("env", "file")
+        }
+        return refuse_replaced_keys(data, replaced)
 
     @model_validator(mode="after")
-    def _read_credentials(self) -> ElasticsearchConfig:
-        api_key = self.api_key_env is not None or self.api_key_file is not None
-        password = self.password_env is not None or self.password_file is not None
-        if api_key and (password or self.username):
-            raise ValueError("set either api_key_env/api_key_file or username + password")
-        if password != (self.username is not None):
-            raise ValueError("basic auth needs username and password_env or password_file")
-        if api_key:
-            key = read_secret("api key", self.api_key_env, self.api_key_file)
-            self._authorization = SecretStr(f"ApiKey {key}")
-        elif self.username is not None:
-            secret = read_secret("password", self.password_env, self.password_file)
-            basic = base64.b64encode(f"{self.username}:{secret}".encode()).decode()
-            self._authorization = SecretStr(f"Basic {basic}")
+    def _one_credential(self) -> ElasticsearchConfig:
+        if self.api_key is not None and (self.password is not None or self.username):
+            raise ValueError("set either api_key or username and password")
+        if (self.password is None) != (self.username is None):
+            raise ValueError("basic auth needs both username and password")
         return self
 
     @property
     def auth_headers(self) -> dict[str, str]:
-        value = self._authorization.get_secret_value()
-        return {"Authorization": value} if value else {}
+        if self.api_key is not None:
+            return {"Authorization": f"ApiKey {self.api_key.get_secret_value()}"}
+        if self.username is not None and self.password is not None:
+            pair = f"{self.username}:{self.password.get_secret_value()}"
+            return {"Authorization": f"Basic {base64.b64encode(pair.encode()).decode()}"}
+        return {}
 
 
 def index_template(config: ElasticsearchConfig) -> dict[str, Any]:

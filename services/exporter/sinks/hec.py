@@ -25,9 +25,9 @@ What HEC's answers mean here:
 - any other status (404 for a wrong URL, ...): a configuration problem that
   events cannot be blamed for: ``TransientSinkError``, the events wait.
 
-The token comes from an environment variable (``token_env``) or a file
-(``token_file``), is read when the config is validated (a missing one is a
-config error) and is never logged or shown in the config's repr.
+The token is a ``Secret`` (``token: {env: NAME}`` or ``{file: PATH}``, see
+secret.py): read when the config is validated (a missing one is a config
+error), never logged or shown in the config's repr.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from schemas.events import parse_timestamp
 from services.common.logging import get_logger
+from services.exporter.secret import Secret, refuse_replaced_keys
 from services.exporter.sinks.base import (
     BatchResult,
     Event,
@@ -50,7 +51,7 @@ from services.exporter.sinks.base import (
     SinkConfig,
     TransientSinkError,
 )
-from services.exporter.sinks.siem_options import ReadableFile, client_tls_context, read_secret
+from services.exporter.sinks.siem_options import ReadableFile, client_tls_context
 
 log = get_logger(__name__)
 
@@ -62,8 +63,7 @@ EVENT_ERROR_CODES = frozenset({6, 12, 13, 15})
 class SplunkHecConfig(SinkConfig):
     type: Literal["splunk_hec"] = "splunk_hec"
     url: str = Field(pattern=r"^https?://")  # e.g. https://splunk.example:8088
-    token_env: str | None = None
-    token_file: str | None = None
+    token: Secret
     source: str = "ocellus"
     sourcetype: str = "ocellus:tetragon"
     index: str | None = None  # default: the token's default index
@@ -72,19 +72,14 @@ class SplunkHecConfig(SinkConfig):
     tls_verify: bool = True
     timeout: float = Field(10.0, gt=0)  # per request, seconds
 
-    # Read while the config is validated, so that a missing token is a config error.
-    _token: SecretStr = PrivateAttr(default=SecretStr(""))
-
-    @model_validator(mode="after")
-    def _read_token(self) -> SplunkHecConfig:
-        if (self.token_env is None) == (self.token_file is None):
-            raise ValueError("set exactly one of token_env, token_file")
-        self._token = SecretStr(read_secret("token", self.token_env, self.token_file))
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        return refuse_replaced_keys(data, {"token_env": "token", "token_file": "token"})
 
     @property
     def authorization(self) -> str:
-        return f"Splunk {self._token.get_secret_value()}"
+        return f"Splunk {self.token.get_secret_value()}"
 
 
 def hec_envelope(config: SplunkHecConfig, event: Mapping[str, Any]) -> bytes:

@@ -30,6 +30,7 @@ from services.exporter.sinks.base import (
     Sink,
     SinkConfig,
     TransientSinkError,
+    json_plain_flags,
 )
 from services.exporter.sinks.rotating_file import RotatingFile
 
@@ -102,6 +103,9 @@ class JsonFileConfig(SinkConfig):
 
 class JsonFileSink(Sink):
     config_type = JsonFileConfig
+    # Each send ends in an fdatasync (~1-4 ms here, whatever the size) that the
+    # next batch would otherwise wait for: batches queued meanwhile share one.
+    coalesce = True
 
     def __init__(self, name: str, config: SinkConfig) -> None:
         super().__init__(name, config)
@@ -127,7 +131,13 @@ class JsonFileSink(Sink):
         # would only add hand-offs); writing and fsync block, so they do not.
         lines: list[bytes] = []
         rejected: list[Rejection] = []
+        # A JSON-plain event as exported needs no check: the core knows it from
+        # decoding (saves ~4 µs of ~7 per 2 KB event). OCSF/ECS documents are new.
+        plain = json_plain_flags(events) if self.options.format == "tetragon" else None
         for index, event in enumerate(events):
+            if plain is not None and plain[index]:
+                lines.append(_JSON.encode(event) + b"\n")
+                continue
             try:
                 lines.append(encode_line(self._shape(event)))
             except (TypeError, ValueError) as e:  # UnicodeEncodeError is a ValueError

@@ -13,14 +13,14 @@ and the core's retry counters show it.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
+from services.exporter.secret import Secret, refuse_replaced_keys
 from services.exporter.sinks.base import SinkConfig, TransientSinkError
 
 # Items per export request: keeps a request far below gRPC's default 4 MiB message limit
@@ -40,10 +40,9 @@ class OtlpSinkConfig(SinkConfig):
     # HTTP: a base URL ("http://host:4318", the signal path /v1/logs or /v1/traces is
     # appended) or the full URL of the signal endpoint.
     endpoint: str | None = None
-    # Values are secrets (never logged), e.g. {"authorization": "Bearer ..."}.
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    # Header name -> the environment variable holding its value.
-    headers_env: dict[str, str] = Field(default_factory=dict)
+    # Values are secrets (never logged): {"authorization": {"env": "OTLP_AUTH"}},
+    # {"x-tenant": {"file": PATH}} or a literal.
+    headers: dict[str, Secret] = Field(default_factory=dict)
     insecure: bool | None = None  # gRPC: plaintext; None: decided by the endpoint's scheme
     ca_file: Path | None = None  # PEM CA bundle to verify the receiver
     client_cert_file: Path | None = None  # mutual TLS
@@ -58,31 +57,23 @@ class OtlpSinkConfig(SinkConfig):
     def _consistent(self) -> Self:
         if (self.client_cert_file is None) != (self.client_key_file is None):
             raise ValueError("client_cert_file and client_key_file go together (mutual TLS)")
-        if both := sorted(
-            {h.lower() for h in self.headers} & {h.lower() for h in self.headers_env}
-        ):
-            raise ValueError(f"headers given both in headers and headers_env: {', '.join(both)}")
+        if len({h.lower() for h in self.headers}) != len(self.headers):
+            raise ValueError("headers: a header is given twice (names are case-insensitive)")
         if self.protocol == "http" and self.insecure is not None:
             raise ValueError("insecure applies to protocol grpc; for http the URL scheme decides")
         if self.insecure and (self.ca_file or self.client_cert_file):
             raise ValueError("insecure: true contradicts ca_file / client_cert_file (TLS)")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        return refuse_replaced_keys(data, {"headers_env": "headers.<name>"})
 
-def resolve_headers(
-    config: OtlpSinkConfig, environ: Mapping[str, str] = os.environ
-) -> dict[str, str]:
+
+def resolve_headers(config: OtlpSinkConfig) -> dict[str, str]:
     """Header values, secrets included; names lower-cased (gRPC metadata requires it)."""
-    # headers_env is read here until the core's config module resolves secrets itself.
-    headers = {name.lower(): value.get_secret_value() for name, value in config.headers.items()}
-    for name, variable in config.headers_env.items():
-        value = environ.get(variable)
-        if value is None:
-            raise ValueError(
-                f"headers_env: environment variable {variable} (for {name}) is not set"
-            )
-        headers[name.lower()] = value
-    return headers
+    return {name.lower(): value.get_secret_value() for name, value in config.headers.items()}
 
 
 class _Exporter(Protocol):

@@ -1,39 +1,16 @@
-"""Options the SIEM sinks (syslog, Splunk HEC, Elasticsearch) share: secrets
-read from an environment variable or a file, and TLS files that must exist.
-
-Both are checked while the exporter config is validated, so a missing token or
-a mistyped CA path is a config error naming the sink and field, not a failure
-at the first send.
+"""Options the SIEM sinks (syslog, Splunk HEC, Elasticsearch) share: TLS files
+that must exist, checked while the exporter config is validated (so a mistyped
+CA path is a config error naming the sink and field, not a failure at the first
+send), and the client TLS context. Secrets: secret.py.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator
-
-
-def read_secret(name: str, env: str | None, file: str | None) -> str:
-    """A secret from the named environment variable or file (surrounding
-    whitespace dropped); a missing one is a ValueError naming where it looked,
-    never the value."""
-    if env is not None:
-        value = os.environ.get(env, "").strip()
-        if not value:
-            raise ValueError(f"{name}: environment variable {env} is not set or empty")
-        return value
-    if file is not None:
-        try:
-            value = Path(file).read_text().strip()
-        except OSError as e:
-            raise ValueError(f"{name}: cannot read {file}: {e.strerror}") from e
-        if not value:
-            raise ValueError(f"{name}: {file} is empty")
-        return value
-    raise ValueError(f"{name}: no secret configured")
 
 
 def _readable_file(path: str) -> str:

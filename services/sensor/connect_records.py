@@ -1,0 +1,23 @@
+"""Network deny's side of bpf/lib/policy.h: the connect_rules map the enforcer writes
+and the cgroup connect4/connect6 programs (bpf/connect.bpf.c) read. Checked against the
+C compiler by tests/sensor/test_layout.py."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+CONNECT_RULES = 32  # OCELLUS_CONNECT_RULES: entries of the connect_rules array
+CR_POST = 1 << 0  # OCELLUS_CR_POST: a denied connect emits a record
+
+
+class ConnectRule(ct.Structure):
+    """struct ocellus_connect_rule: an Override selector of a sys_connect hook."""
+
+    _fields_ = [
+        ("hook_id", ct.c_uint32),  # 0: unused
+        ("tp_id", ct.c_uint32),
+        ("selector", ct.c_uint8),
+        ("flags", ct.c_uint8),
+        ("_pad", ct.c_uint16),
+        ("error", ct.c_int32),  # a negative errno
+    ]

@@ -1,0 +1,360 @@
+"""Network deny end to end: an Override policy on sys_connect, in enforce mode, makes a
+connect to a denied peer fail with argError (EPERM) before any packet leaves (the
+listener never sees the attempt) and lets other connects through; the enricher reports
+the denial (KPROBE_ACTION_OVERRIDE, the policy, the sockaddr); IPv6 too; monitor mode
+lets the connect through and reports it; an invalid change leaves the deny in place;
+deleting the policy allows again. And what the connect programs cannot serve is refused
+by path."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import select
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.policy import PolicyError
+from services.enforcer.compiled import compile_policy
+from services.sensor import capabilities
+from tests.conftest import ServiceProcess, start_enricher
+from tests.enforcer.test_enforcement_e2e import events, find  # noqa: F401 - events: a fixture
+from tests.enforcer.test_enforcer_e2e import NODE, cli, policies, sensor_state, wait_until
+
+pytestmark = [pytest.mark.bpf]
+
+NAME = "deny-connect"
+# The connecting process: its exit status is the errno connect() failed with (0: connected).
+CONNECT = """import socket, sys
+s = socket.socket(int(sys.argv[1]), socket.SOCK_STREAM)
+s.settimeout(5)
+try:
+    s.connect((sys.argv[2], int(sys.argv[3])))
+except OSError as e:
+    sys.exit(e.errno or 99)
+"""
+
+
+def deny_policy(port: int, *, error: str = "-1", mode: str | None = None) -> str:
+    options = f"  options: [{{name: policy-mode, value: {mode}}}]\n" if mode else ""
+    arg_error = f", argError: {error}" if error else ""
+    return f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {NAME}
+spec:
+{options}  kprobes:
+  - call: sys_connect
+    syscall: true
+    message: "denied connect"
+    args:
+    - {{index: 0, type: int}}
+    - {{index: 1, type: sockaddr}}
+    selectors:
+    - matchArgs:
+      - {{index: 1, operator: SAddr, values: ["127.0.0.2/32", "::1/128"]}}
+      - {{index: 1, operator: SPort, values: ["{port}"]}}
+      matchActions:
+      - {{action: Override{arg_error}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("connect-policies")
+
+
+@pytest.fixture(scope="module")
+def enforcer(
+    sensor: ServiceProcess,
+    module_nats_url: str,
+    policy_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    env = {
+        "OCELLUS_NATS_URL": module_nats_url,
+        "OCELLUS_NODE_NAME": NODE,
+        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
+    }
+    service = ServiceProcess("enforcer", env, tmp_path_factory.mktemp("enf") / "enforcer.log")
+    service.wait_for_log('"enforcer running"')
+    enricher = start_enricher(module_nats_url, tmp_path_factory.mktemp("enr") / "enricher.log")
+    yield service
+    for f in policy_dir.iterdir():
+        f.unlink()
+    wait_until(lambda: not policies(module_nats_url), what="policies removed")
+    assert enricher.stop() == 0, enricher.log()
+    assert service.stop() == 0, service.log()
+
+
+def _listener(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(16)
+    s.setblocking(False)
+    return s
+
+
+@pytest.fixture
+def listeners() -> Iterator[dict[str, socket.socket]]:
+    """Loopback listeners on one free 8xxx port: 127.0.0.2 and [::1] (denied), and
+    127.0.0.2 on the next port (allowed)."""
+    for port in range(8100, 8900, 2):
+        opened: list[socket.socket] = []
+        try:
+            opened.append(_listener(socket.AF_INET, "127.0.0.2", port))
+            opened.append(_listener(socket.AF_INET6, "::1", port))
+            opened.append(_listener(socket.AF_INET, "127.0.0.2", port + 1))
+        except OSError:
+            for s in opened:
+                s.close()
+            continue
+        yield dict(zip(("v4", "v6", "allowed"), opened, strict=True))
+        for s in opened:
+            s.close()
+        return
+    pytest.fail("no free 8xxx port pair on loopback")
+
+
+def port_of(listener: socket.socket) -> int:
+    return int(listener.getsockname()[1])
+
+
+def attempted(listener: socket.socket) -> bool:
+    """Whether a connection reached the listener (it is then accepted and closed)."""
+    if not select.select([listener], [], [], 0.3)[0]:
+        return False
+    conn, _ = listener.accept()
+    conn.close()
+    return True
+
+
+async def connect(family: socket.AddressFamily, host: str, port: int) -> tuple[int, int]:
+    """(pid, errno) of a process that connects once; errno 0: it connected."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CONNECT, str(int(family)), host, str(port)
+    )
+    return proc.pid, await proc.wait()
+
+
+@pytest.fixture
+def apply(policy_dir: Path, module_nats_url: str) -> Iterator[Any]:
+    """Write the policy and wait until it is applied; removed (and gone) afterwards."""
+    path = policy_dir / f"{NAME}.yaml"
+
+    def write(text: str, state: str = "applied") -> dict[str, Any]:
+        path.write_text(text)
+        row: dict[str, Any] = wait_until(
+            lambda: (row := policies(module_nats_url).get(NAME)) and row["state"] == state and row,
+            f"{NAME} {state}",
+        )
+        return row
+
+    yield write
+    path.unlink(missing_ok=True)
+    wait_until(lambda: NAME not in policies(module_nats_url), f"{NAME} removed")
+
+
+async def test_connect_deny_refuses_with_eperm_and_reports_the_denial(
+    enforcer: ServiceProcess,
+    apply: Any,
+    listeners: dict[str, socket.socket],
+    module_nats_url: str,
+    events: list[dict[str, Any]],  # noqa: F811 - the fixture
+) -> None:
+    """Enforce mode: connect() to the denied peer fails with EPERM and no SYN reaches the
+    listener; the next port connects; the event names the policy, the action and the peer."""
+    port = port_of(listeners["v4"])
+    row = apply(deny_policy(port))
+    assert row["mode"] == "enforce", row
+    assert any("connect4/connect6" in n for n in row["notes"]), row["notes"]
+    assert (await sensor_state(module_nats_url))["connect_guard"] == "attached"
+
+    pid, code = await connect(socket.AF_INET, "127.0.0.2", port)
+    assert code == errno.EPERM
+    with pytest.raises(PermissionError):
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    assert not attempted(listeners["v4"])
+
+    assert (await connect(socket.AF_INET, "127.0.0.2", port + 1))[1] == 0
+    assert attempted(listeners["allowed"])
+
+    hit = await find(events, "process_kprobe", pid)
+    assert hit["policy_name"] == NAME and hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
+    assert hit["function_name"] == "__x64_sys_connect" and hit["message"] == "denied connect"
+    assert hit["args"][1] == {
+        "sockaddr_arg": {"family": "AF_INET", "addr": "127.0.0.2", "port": port}
+    }
+    assert hit["args"][0] == {}  # the fd: not visible to the connect programs, never made up
+    counters = policies(module_nats_url)[NAME]["counters"]
+    assert counters["denied"] >= 2 and counters["posted"] >= 2, counters
+
+
+async def test_connect_deny_ipv6_and_ipv4_mapped(
+    enforcer: ServiceProcess,
+    apply: Any,
+    listeners: dict[str, socket.socket],
+    events: list[dict[str, Any]],  # noqa: F811 - the fixture
+) -> None:
+    """[::1]:port is denied (connect6), and so is ::ffff:127.0.0.2 from an IPv6 socket
+    (matched as the IPv4 peer it is); the event carries the IPv6 sockaddr."""
+    port = port_of(listeners["v6"])
+    apply(deny_policy(port))
+
+    pid, code = await connect(socket.AF_INET6, "::1", port)
+    assert code == errno.EPERM
+    assert not attempted(listeners["v6"])
+    hit = await find(events, "process_kprobe", pid)
+    assert hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
+    assert hit["args"][1] == {"sockaddr_arg": {"family": "AF_INET6", "addr": "::1", "port": port}}
+
+    assert (await connect(socket.AF_INET6, "::ffff:127.0.0.2", port))[1] == errno.EPERM
+    assert not attempted(listeners["v4"])
+    assert (await connect(socket.AF_INET6, "::1", port + 1))[1] == errno.ECONNREFUSED
+
+
+async def test_monitor_mode_lets_the_connect_through_and_reports_it(
+    enforcer: ServiceProcess,
+    apply: Any,
+    listeners: dict[str, socket.socket],
+    module_nats_url: str,
+    events: list[dict[str, Any]],  # noqa: F811 - the fixture
+) -> None:
+    """Monitor mode connects and reports what enforce mode would have done; switching
+    back to enforce denies again within a second, same hook."""
+    port = port_of(listeners["v4"])
+    apply(deny_policy(port, mode="monitor"))
+
+    pid, code = await connect(socket.AF_INET, "127.0.0.2", port)
+    assert code == 0
+    assert attempted(listeners["v4"])
+    seen = await find(events, "process_kprobe", pid)
+    assert seen["action"] == "KPROBE_ACTION_POST" and seen["policy_name"] == NAME, seen
+    assert seen["message"] == "denied connect [monitor mode: would OVERRIDE (EPERM)]"
+    assert seen["args"][1]["sockaddr_arg"]["port"] == port
+    assert "int_arg" in seen["args"][0]  # the tracepoint reads every arg
+
+    out = await asyncio.to_thread(cli, module_nats_url, "mode", NAME, "enforce")
+    assert out.returncode == 0, out.stdout + out.stderr
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while (await connect(socket.AF_INET, "127.0.0.2", port))[1] != errno.EPERM:
+        assert attempted(listeners["v4"])
+        assert loop.time() - started < 1.0, "enforce mode not in effect within 1s"
+    await asyncio.to_thread(cli, module_nats_url, "mode", NAME, "default")
+
+
+async def test_arg_error_is_what_connect_returns(
+    enforcer: ServiceProcess, apply: Any, listeners: dict[str, socket.socket]
+) -> None:
+    """argError -13: connect() fails with EACCES (bpf_set_retval), not the default EPERM."""
+    port = port_of(listeners["v4"])
+    apply(deny_policy(port, error="-13"))
+    assert (await connect(socket.AF_INET, "127.0.0.2", port))[1] == errno.EACCES
+    assert not attempted(listeners["v4"])
+
+
+async def test_invalid_change_keeps_the_deny_and_delete_allows(
+    enforcer: ServiceProcess,
+    apply: Any,
+    policy_dir: Path,
+    listeners: dict[str, socket.socket],
+    module_nats_url: str,
+) -> None:
+    """A change the connect programs cannot serve (no argError) is refused: the policy is
+    stale and still denies; deleting it lets the connect through."""
+    port = port_of(listeners["v4"])
+    apply(deny_policy(port))
+    row = apply(deny_policy(port, error=""), state="stale")
+    assert "argError" in row["error"], row
+    assert (await connect(socket.AF_INET, "127.0.0.2", port))[1] == errno.EPERM
+    assert not attempted(listeners["v4"])
+
+    (policy_dir / f"{NAME}.yaml").unlink()
+    wait_until(lambda: NAME not in policies(module_nats_url), f"{NAME} removed")
+    assert (await connect(socket.AF_INET, "127.0.0.2", port))[1] == 0
+    assert attempted(listeners["v4"])
+
+
+_HEAD = (
+    "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: x}\nspec:\n  kprobes:\n"
+)
+_SOCKADDR_ARGS = "    args: [{index: 0, type: int}, {index: 1, type: sockaddr}]\n"
+_DENY = "      matchActions: [{action: Override, argError: -1}]\n"
+_SADDR = "    - matchArgs: [{index: 1, operator: SAddr, values: [10.0.0.0/8]}]\n"
+
+
+_CONNECT_HOOK = "  - call: sys_connect\n    syscall: true\n" + _SOCKADDR_ARGS + "    selectors:\n"
+
+
+@pytest.mark.parametrize(
+    ("hook", "path", "why"),
+    [
+        pytest.param(
+            "  - call: sys_openat\n    syscall: true\n    args: [{index: 1, type: string}]\n"
+            "    selectors:\n    - matchArgs: [{index: 1, operator: Equal, values: [/x]}]\n"
+            + _DENY,
+            "selectors[0].matchActions[0]",
+            "connect only",
+            id="not-connect",
+        ),
+        pytest.param(
+            _CONNECT_HOOK + _SADDR + "      matchActions: [{action: Override}]\n",
+            "selectors[0].matchActions[0].argError",
+            "negative errno",
+            id="no-arg-error",
+        ),
+        pytest.param(
+            _CONNECT_HOOK
+            + "    - matchArgs: [{index: 0, operator: Equal, values: ['3']}]\n"
+            + _DENY,
+            "selectors[0].matchArgs[0]",
+            "only filters on the sockaddr",
+            id="fd-filter",
+        ),
+        pytest.param(
+            _CONNECT_HOOK
+            + _SADDR
+            + "      matchBinaries: [{operator: In, values: [/bin/nc]}]\n"
+            + _DENY,
+            "selectors[0].matchBinaries",
+            "not supported yet",
+            id="match-binaries",
+        ),
+        pytest.param(
+            _CONNECT_HOOK + "    - matchActions: [{action: Override, argError: -1}]\n",
+            "selectors[0].matchArgs",
+            "every connect of the node",
+            id="deny-all",
+        ),
+        pytest.param(
+            _CONNECT_HOOK + _SADDR + _SADDR + _DENY,
+            "selectors[1].matchActions[0]",
+            "must come before",
+            id="after-another-selector",
+        ),
+    ],
+)
+def test_override_refused_where_the_connect_programs_cannot_serve_it(
+    hook: str, path: str, why: str
+) -> None:
+    """Each Override the connect programs cannot evaluate is refused, naming its path."""
+    text = _HEAD + hook
+    with pytest.raises(PolicyError) as e:
+        compile_policy(text, capabilities.probe())
+    assert f"spec.kprobes[0].{path}" in str(e.value) and why in str(e.value), str(e.value)
+
+
+def test_override_refused_without_cgroup_connect_programs() -> None:
+    """A kernel that refuses cgroup connect programs: Override policies are refused."""
+    text = _HEAD + _CONNECT_HOOK + _SADDR + _DENY
+    caps = {**capabilities.probe(), "cgroup_connect": "EPERM"}
+    with pytest.raises(PolicyError, match=r"cgroup_connect: EPERM"):
+        compile_policy(text, caps)
+    assert compile_policy(text, capabilities.probe()).hooks[0].connect
