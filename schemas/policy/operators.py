@@ -64,6 +64,9 @@ class ArgOperator:
     kind: OperatorKind
     aliases: tuple[str, ...] = ()
     # Operators sockaddr args do not carry (a sockaddr has one address: the source side).
+    # A sockaddr carries one address: Protocol and State never apply. DAddr/DPort
+    # name it where the call gives a destination (connect); the enforcer, which
+    # knows the hook, refuses them elsewhere.
     not_for_sockaddr: bool = False
 
 
@@ -85,16 +88,16 @@ ARG_OPERATORS: tuple[ArgOperator, ...] = (
     ArgOperator("NotSPort", _K.PORT, ("notsport", "NotSport")),
     ArgOperator("SPortPriv", _K.PORT_PRIV, ("sportpriv", "SportPriv")),
     ArgOperator("NotSPortPriv", _K.PORT_PRIV, ("notsportpriv", "NotSportPriv")),
-    ArgOperator("DPort", _K.PORT, ("dport", "Dport"), not_for_sockaddr=True),
-    ArgOperator("NotDPort", _K.PORT, ("notdport", "NotDport"), not_for_sockaddr=True),
-    ArgOperator("DPortPriv", _K.PORT_PRIV, ("dportpriv", "DportPriv"), not_for_sockaddr=True),
+    ArgOperator("DPort", _K.PORT, ("dport", "Dport")),
+    ArgOperator("NotDPort", _K.PORT, ("notdport", "NotDport")),
+    ArgOperator("DPortPriv", _K.PORT_PRIV, ("dportpriv", "DportPriv")),
     ArgOperator(
-        "NotDPortPriv", _K.PORT_PRIV, ("notdportpriv", "NotDportPriv"), not_for_sockaddr=True
+        "NotDPortPriv", _K.PORT_PRIV, ("notdportpriv", "NotDportPriv")
     ),
     ArgOperator("SAddr", _K.ADDRESS, ("saddr", "Saddr")),
     ArgOperator("NotSAddr", _K.ADDRESS, ("notsaddr", "NotSaddr")),
-    ArgOperator("DAddr", _K.ADDRESS, ("daddr", "Daddr"), not_for_sockaddr=True),
-    ArgOperator("NotDAddr", _K.ADDRESS, ("notdaddr", "NotDaddr"), not_for_sockaddr=True),
+    ArgOperator("DAddr", _K.ADDRESS, ("daddr", "Daddr")),
+    ArgOperator("NotDAddr", _K.ADDRESS, ("notdaddr", "NotDaddr")),
     ArgOperator("Protocol", _K.PROTOCOL, ("protocol",), not_for_sockaddr=True),
     ArgOperator("Family", _K.FAMILY, ("family",)),
     ArgOperator("State", _K.STATE, ("state",), not_for_sockaddr=True),
@@ -162,7 +165,8 @@ def _type_findings(op: ArgOperator, arg_type: str, arg_label: str) -> Iterator[F
             yield _needs(op, "a sock, skb, sockaddr or socket arg", arg_label, arg_type)
         elif arg_type == "sockaddr" and op.not_for_sockaddr:
             one_address = (
-                "a sockaddr carries one address, filtered with SAddr, SPort, SPortPriv and Family"
+                "a sockaddr carries one address, filtered with SAddr, SPort, SPortPriv and Family "
+                "(DAddr and DPort where it is a destination)"
             )
             yield (
                 "",

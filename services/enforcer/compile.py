@@ -179,7 +179,9 @@ def _filter(path: str, f: ArgSelector, planned: PlannedHook, hook: AnyHook) -> F
         raise _Unsupported(f"{path}.index", f"index {f.index} names no declared arg")
     read = planned.args[position].read
     try:
-        special = value_filter(path, f, planned.args[position])
+        special = value_filter(
+            path, f, planned.args[position], destination=_names_destination(planned)
+        )
     except FilterProblem as e:
         raise _Unsupported(e.path, e.message) from None
     if special is not None:
@@ -235,3 +237,12 @@ def _int_filter(path: str, f: ArgSelector, position: int, *, unsigned: bool) -> 
             f"{path}.values", f"at most {HOOK_VALUES} integers per filter in the kernel yet"
         )
     return FilterConfig(position, op, flags, ints=tuple(ints))
+
+
+# Syscalls whose sockaddr arg is where the call goes: DAddr/DPort name it.
+_DESTINATION_CALLS = {"connect", "sendto", "sendmsg"}
+
+
+def _names_destination(planned: PlannedHook) -> bool:
+    event = planned.tracepoint.event
+    return event.startswith("sys_enter_") and event[len("sys_enter_") :] in _DESTINATION_CALLS

@@ -8,8 +8,11 @@ carry (the tracepoints here carry no ``struct sock``):
 - a ``sockaddr`` arg (connect's, bind's, accept's user ``struct sockaddr *``,
   read at the call): its family, address and port. It is one address, so it takes
   Family, SAddr/NotSAddr and SPort/NotSPort/SPortPriv/NotSPortPriv only, as in
-  Tetragon; DAddr, DPort, Protocol and State are refused. On connect that one
-  address is the peer: ``SAddr: [127.0.0.0/8]`` matches a connect to 127.0.0.1.
+  Tetragon; Protocol and State are refused. Where the call names a destination
+  (connect, sendto, sendmsg: ``destination=True``) DAddr/DPort say so and mean
+  that same address and port (``DAddr: [127.0.0.0/8]`` matches a connect to
+  127.0.0.1, as does Tetragon's ``SAddr``); elsewhere (bind, accept) they are
+  refused.
 - tracepoint fields that are parts of a socket (``sock:inet_sock_set_state``):
   ``saddr``/``saddr_v6`` take SAddr, ``daddr``/``daddr_v6`` DAddr, ``sport``
   SPort, ``dport`` DPort, ``protocol`` Protocol, ``family`` Family,
@@ -69,12 +72,15 @@ class FilterProblem(Exception):
         self.path, self.message = path, message
 
 
-def value_filter(path: str, f: ArgSelector, arg: PlannedArg) -> FilterConfig | None:
+def value_filter(
+    path: str, f: ArgSelector, arg: PlannedArg, *, destination: bool = False
+) -> FilterConfig | None:
     """The val_match filter for ``f`` on ``arg``, or None when the filter is not one
-    (the caller compiles it inline). FilterProblem names what does not fit."""
+    (the caller compiles it inline). ``destination``: the hook's sockaddr arg names
+    where the call goes (connect). FilterProblem names what does not fit."""
     op = f.operator
     if op in SOCKET_OPERATORS:
-        cfg = _socket_filter(path, f, arg)
+        cfg = _socket_filter(path, f, arg, destination)
     elif op in _MAP_OPS:
         cfg = _map_filter(path, f, arg)
     elif op in ("Equal", "NotEqual") and arg.read in (INT, UINT) and len(f.values) > HOOK_VALUES:
@@ -101,10 +107,12 @@ def _role(arg: PlannedArg) -> str | None:
     return next((role for pattern, role in _FIELD_ROLES if re.fullmatch(pattern, name)), None)
 
 
-def _socket_filter(path: str, f: ArgSelector, arg: PlannedArg) -> FilterConfig:
+def _socket_filter(
+    path: str, f: ArgSelector, arg: PlannedArg, destination: bool = False
+) -> FilterConfig:
     op = f.operator
     if arg.read == SOCKADDR:
-        return _sockaddr_filter(path, f, arg)
+        return _sockaddr_filter(path, f, arg, destination)
     role = _role(arg)
     if arg.read == ADDRESS and op in _ADDRESS_OPS:
         side = _ADDRESS_OPS[op]
@@ -130,6 +138,11 @@ def _socket_filter(path: str, f: ArgSelector, arg: PlannedArg) -> FilterConfig:
 
 
 _SIDES = {"S": "source", "D": "destination"}
+# A destination sockaddr (connect's) is the one address it carries.
+_DEST_ALIASES = {
+    "DAddr": "SAddr", "NotDAddr": "NotSAddr", "DPort": "SPort", "NotDPort": "NotSPort",
+    "DPortPriv": "SPortPriv", "NotDPortPriv": "NotSPortPriv",
+}  # fmt: skip
 
 
 def _what(op: str) -> str:
@@ -140,8 +153,13 @@ def _what(op: str) -> str:
     return f"{op.lower()} (an integer field named so)"
 
 
-def _sockaddr_filter(path: str, f: ArgSelector, arg: PlannedArg) -> FilterConfig:
+def _sockaddr_filter(
+    path: str, f: ArgSelector, arg: PlannedArg, destination: bool = False
+) -> FilterConfig:
     op = f.operator
+    if destination and op in _DEST_ALIASES:
+        f = f.model_copy(update={"operator": _DEST_ALIASES[op]})
+        op = f.operator
     if op in ("SAddr", "NotSAddr"):
         return FilterConfig(
             arg.position, FilterOp.ADDR, _flags(op, False), part=ArgPart.ADDR, nets=_nets(path, f)
@@ -156,7 +174,8 @@ def _sockaddr_filter(path: str, f: ArgSelector, arg: PlannedArg) -> FilterConfig
     raise FilterProblem(
         f"{path}.operator",
         f"operator {op} does not apply to a sockaddr arg: it carries one address (family, "
-        "address, port), filtered with Family, SAddr and SPort (as in Tetragon)",
+        "address, port), filtered with Family, SAddr and SPort (as in Tetragon; DAddr and "
+        "DPort too where it is the destination: connect, sendto, sendmsg)",
     )
 
 

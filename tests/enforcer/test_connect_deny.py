@@ -40,7 +40,9 @@ except OSError as e:
 """
 
 
-def deny_policy(port: int, *, error: str = "-1", mode: str | None = None) -> str:
+def deny_policy(port: int, *, error: str = "-1", mode: str | None = None, side: str = "D") -> str:
+    """DAddr/DPort by default (connect's sockaddr is the destination); side "S" is
+    Tetragon's spelling for a sockaddr, SAddr/SPort, which means the same."""
     options = f"  options: [{{name: policy-mode, value: {mode}}}]\n" if mode else ""
     arg_error = f", argError: {error}" if error else ""
     return f"""apiVersion: cilium.io/v1alpha1
@@ -57,8 +59,8 @@ spec:
     - {{index: 1, type: sockaddr}}
     selectors:
     - matchArgs:
-      - {{index: 1, operator: SAddr, values: ["127.0.0.2/32", "::1/128"]}}
-      - {{index: 1, operator: SPort, values: ["{port}"]}}
+      - {{index: 1, operator: {side}Addr, values: ["127.0.0.2/32", "::1/128"]}}
+      - {{index: 1, operator: {side}Port, values: ["{port}"]}}
       matchActions:
       - {{action: Override{arg_error}}}
 """
@@ -203,9 +205,10 @@ async def test_connect_deny_ipv6_and_ipv4_mapped(
     events: list[dict[str, Any]],  # noqa: F811 - the fixture
 ) -> None:
     """[::1]:port is denied (connect6), and so is ::ffff:127.0.0.2 from an IPv6 socket
-    (matched as the IPv4 peer it is); the event carries the IPv6 sockaddr."""
+    (matched as the IPv4 peer it is); the event carries the IPv6 sockaddr. Written
+    with Tetragon's SAddr/SPort, which mean the same on connect's sockaddr."""
     port = port_of(listeners["v6"])
-    apply(deny_policy(port))
+    apply(deny_policy(port, side="S"))
 
     pid, code = await connect(socket.AF_INET6, "::1", port)
     assert code == errno.EPERM

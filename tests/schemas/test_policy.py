@@ -351,12 +351,13 @@ BAD_POLICIES = [
         id="bad-family",
     ),
     pytest.param(
-        sock("DPort", '["443"]', arg_type="sockaddr"),
+        sock("Protocol", '["IPPROTO_TCP"]', arg_type="sockaddr"),
         [
-            f"{M}: operator DPort does not apply to sockaddr args (args[0]): a sockaddr carries "
-            "one address, filtered with SAddr, SPort, SPortPriv and Family"
+            f"{M}: operator Protocol does not apply to sockaddr args (args[0]): a sockaddr "
+            "carries one address, filtered with SAddr, SPort, SPortPriv and Family (DAddr and "
+            "DPort where it is a destination)"
         ],
-        id="destination-of-a-sockaddr",
+        id="protocol-of-a-sockaddr",
     ),
     pytest.param(
         sock("SPortPriv", '["22"]'),

@@ -226,13 +226,20 @@ def test_tcp_state_ipv6_and_mapped_ipv4(engine: Engine, listener: tuple[int, int
 
 
 def test_socket_operators_refused_where_tetragon_refuses() -> None:
-    """DAddr on a sockaddr, and DAddr on a source-address field, are errors naming the
-    filter (a sockaddr carries one address: SAddr)."""
+    """DAddr on bind's sockaddr (an address of our own), and DAddr on a source-address
+    field, are errors naming the filter; on connect's sockaddr (the destination)
+    DAddr compiles to what SAddr, Tetragon's spelling, compiles to."""
     daddr = "    selectors:\n    - matchArgs: [{index: %d, operator: DAddr, values: [127.0.0.1]}]\n"
-    with pytest.raises(PolicyError, match="sockaddr"):
-        p = policy(CONNECT + daddr % 1)
+    with pytest.raises(PolicyError, match="where it is the destination"):
+        p = policy(CONNECT.replace("sys_connect", "sys_bind") + daddr % 1)
         [planned] = plan_hooks("p", p.spec, NO_KPROBES)
         compile_selectors("p", planned, p.spec.kprobes[0])
+    compiled = []
+    for op in ("DAddr", "SAddr"):
+        p = policy(CONNECT + daddr.replace("DAddr", op) % 1)
+        [planned] = plan_hooks("p", p.spec, NO_KPROBES)
+        compiled.append(compile_selectors("p", planned, p.spec.kprobes[0]))
+    assert compiled[0] == compiled[1]
     p = policy(TCP_STATE.replace("{index: 8}", "{index: 11}") + daddr % 11)
     [planned] = plan_hooks("p", p.spec, NO_KPROBES)
     with pytest.raises(PolicyError, match="source address: use SAddr") as e:
