@@ -91,9 +91,7 @@ ARG_OPERATORS: tuple[ArgOperator, ...] = (
     ArgOperator("DPort", _K.PORT, ("dport", "Dport")),
     ArgOperator("NotDPort", _K.PORT, ("notdport", "NotDport")),
     ArgOperator("DPortPriv", _K.PORT_PRIV, ("dportpriv", "DportPriv")),
-    ArgOperator(
-        "NotDPortPriv", _K.PORT_PRIV, ("notdportpriv", "NotDportPriv")
-    ),
+    ArgOperator("NotDPortPriv", _K.PORT_PRIV, ("notdportpriv", "NotDportPriv")),
     ArgOperator("SAddr", _K.ADDRESS, ("saddr", "Saddr")),
     ArgOperator("NotSAddr", _K.ADDRESS, ("notsaddr", "NotSaddr")),
     ArgOperator("DAddr", _K.ADDRESS, ("daddr", "Daddr")),
