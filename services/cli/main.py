@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from schemas import subjects
 from schemas.events import EVENT_KINDS
 from services.cli.events import EventFilter, EventPrinter, run_events
-from services.cli.policy import add_policy_parser, run_policy
+from services.cli.policy import add_policy_parser, run_offline, run_policy
 from services.cli.settings import Settings
 from services.cli.status import add_status_parser, run_status
 from services.common import bus
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 return _events_from_file(args.file, printer)
             return asyncio.run(_events(settings, printer))
         if args.command == "policy":
+            offline = run_offline(args)
+            if offline is not None:
+                return offline
             return asyncio.run(run_policy(settings, args))
         if args.command == "status":
             return asyncio.run(run_status(settings, args))

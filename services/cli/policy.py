@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from schemas import subjects
 from schemas.policy import PolicyError, load_policy
 from services.cli.settings import Settings
-from services.common import bus
+from services.common import bus, signing
 from services.enforcer.compiled import revision_of
 
 EXIT_REFUSED, EXIT_NO_ENFORCER = 1, 3
@@ -39,6 +39,12 @@ def add_policy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     delete = verbs.add_parser("delete", parents=[common], help="delete a cluster-wide policy")
     delete.add_argument("name")
     delete.add_argument("--wait", type=float, default=10.0, help="seconds to wait for removal")
+    sign = verbs.add_parser("sign", help="sign a policy file with an ed25519 key (in place)")
+    sign.add_argument("file", type=Path, help="TracingPolicy YAML")
+    sign.add_argument("--key", type=Path, required=True, help="ed25519 private key (PEM)")
+    sign.add_argument("-o", "--output", type=Path, help="write the signed policy here instead")
+    keygen = verbs.add_parser("keygen", help="make an ed25519 key pair for signing policies")
+    keygen.add_argument("key", type=Path, help="private key file to create (and KEY.pub)")
     mode = verbs.add_parser(
         "mode", parents=[common], help="switch a policy between enforce and monitor, cluster-wide"
     )
@@ -47,6 +53,34 @@ def add_policy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "mode", choices=["enforce", "monitor", "default"], help="default: the policy's own"
     )
     mode.add_argument("--wait", type=float, default=10.0, help="seconds to wait for this node")
+
+
+def run_offline(args: argparse.Namespace) -> int | None:
+    """`policy sign` and `policy keygen`: local files only, no bus."""
+    if args.policy_command == "keygen":
+        try:
+            public = signing.generate(args.key)
+        except FileExistsError:
+            print(f"ocellus: {args.key} exists; not overwriting a key", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"private key {args.key} (keep it secret), public key {public} (trust it)")
+        return 0
+    if args.policy_command == "sign":
+        try:
+            text = args.file.read_bytes()
+            name = load_policy(text, source=str(args.file)).metadata.name
+            signed = signing.sign(text, signing.load_private(args.key))
+        except OSError as e:
+            print(f"ocellus: {e.filename}: {e.strerror}", file=sys.stderr)
+            return EXIT_REFUSED
+        except (PolicyError, signing.SignatureError, ValueError) as e:
+            print(f"{e}\nnot signed", file=sys.stderr)
+            return EXIT_REFUSED
+        (args.output or args.file).write_bytes(signed)
+        kid = signing.key_id(signing.load_private(args.key).public_key())
+        print(f"policy {name!r} signed with key {kid}: {args.output or args.file}")
+        return 0
+    return None
 
 
 async def run_policy(settings: Settings, args: argparse.Namespace) -> int:

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.hooks import HookInfo
-from schemas.policy import PolicyError
+from schemas.policy import PolicyError, Problem, load_policy
+from services.common import signing
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
+from services.common.signing import SignatureError
 from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy, revision_of
 from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
@@ -72,8 +74,11 @@ class PolicyEngine:
         capabilities: Mapping[str, str],
         formats: FormatReader | None = None,
         connect: ConnectRules | None = None,
+        signatures: SignatureCheck | None = None,
     ) -> None:
         self._table = table
+        # Required signatures: the check, and where refusals are reported.
+        self._signatures = signatures
         # Override on connect: rules for the sensor's connect programs (connect_rules.py)
         self._connect = connect or ConnectRules(None)
         self._registry = registry
@@ -117,6 +122,11 @@ class PolicyEngine:
     # -- changes --------------------------------------------------------------------
     def check(self, text: str | bytes, source: str, name: str | None = None) -> CompiledPolicy:
         """Compile only (raises PolicyError): what `ocellus policy apply` asks first."""
+        if self._signatures is not None:
+            try:
+                self._signatures.verify(text)
+            except SignatureError as e:
+                raise PolicyError(_name_in(text, source), [Problem("", str(e))]) from None
         mode = self._modes.get(name) if name else None
         compiled = compile_policy(text, self._caps, self._formats, source=source, mode=mode)
         if name is None and compiled.name in self._modes:
@@ -146,6 +156,13 @@ class PolicyEngine:
         """``expected_name``: what the source files it under (a KV key);
         ``force``: apply even when the text is the one applied (a new mode)."""
         async with self._lock:
+            if self._signatures is not None:
+                try:
+                    self._signatures.verify(text)
+                except SignatureError as e:
+                    name = expected_name or _name_in(text, source)
+                    await self._signatures.refused(name, source, str(e))
+                    return self._refused(name, source, revision_of(text), f"refused: {e}")
             try:
                 compiled = self.check(text, source)
             except PolicyError as e:
@@ -353,6 +370,27 @@ class PolicyEngine:
                 log.warning("hook registry not published", reason=str(e))
                 return
             raise ApplyError(f"cannot publish the hook registry to NATS: {e}") from e
+
+
+@dataclass
+class SignatureCheck:
+    """Policies must carry a signature by one of ``trusted`` (services/common/
+    signing.py); ``refused(name, source, why)`` reports one that does not (an
+    audit event)."""
+
+    trusted: dict[str, Any]
+    refused: Callable[[str, str, str], Awaitable[None]]
+
+    def verify(self, text: str | bytes) -> str:
+        return signing.verify(text.encode() if isinstance(text, str) else text, self.trusted)
+
+
+def _name_in(text: str | bytes, source: str) -> str:
+    """The policy's name for a refusal that comes before compiling, if it has one."""
+    try:
+        return load_policy(text, source=source).metadata.name
+    except PolicyError:
+        return source
 
 
 def _hook_rows(compiled: CompiledPolicy, ids: list[int]) -> list[dict[str, Any]]:

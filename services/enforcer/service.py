@@ -17,13 +17,13 @@ from nats.aio.client import Client as NATS
 
 from schemas import codec, subjects
 from schemas.policy import PolicyError
-from services.common import bus
+from services.common import bus, signing
 from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import get_logger
 from services.common.metrics import start_telemetry
 from services.enforcer.connect_rules import ConnectRules
-from services.enforcer.engine import PolicyEngine
+from services.enforcer.engine import PolicyEngine, SignatureCheck
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.registry import Registry
 from services.enforcer.settings import Settings
@@ -56,7 +56,14 @@ async def run(
             await bus.key_value(nc, subjects.HOOK_BUCKET), settings.node_name, settings.retired_ttl
         )
         connect = ConnectRules.open(policy_pin_dir(settings.bpf_pin_dir, settings.node_name))
-        engine = PolicyEngine(table, registry, _sensor_sync(nc, settings), caps, connect=connect)
+        engine = PolicyEngine(
+            table,
+            registry,
+            _sensor_sync(nc, settings),
+            caps,
+            connect=connect,
+            signatures=_signatures(nc, settings),
+        )
         adopted = await engine.adopt()
 
         # Modes first: a policy applied next already gets its runtime mode.
@@ -131,6 +138,27 @@ async def _wait_for_maps(settings: Settings, stop: asyncio.Event) -> HookTable |
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
             return None
+
+
+def _signatures(nc: NATS, settings: Settings) -> SignatureCheck | None:
+    """Required signatures when trusted keys are given; a refusal is an audit
+    event on ocellus.alerts.<node> (kind policy_signature) and a log line."""
+    if settings.trusted_keys_dir is None:
+        return None
+    trusted = signing.load_trusted(settings.trusted_keys_dir)
+    log.info("policies must be signed", trusted_keys=sorted(trusted))
+
+    async def refused(name: str, source: str, why: str) -> None:
+        log.error("unsigned or tampered policy refused", policy=name, source=source, reason=why)
+        body = {
+            "node": settings.node_name,
+            "kind": "policy_signature",
+            "message": f"policy {name!r} from {source} refused: {why}",
+            "time": time.time_ns(),
+        }
+        await nc.publish(subjects.alerts(settings.node_name), codec.pack(body))
+
+    return SignatureCheck(trusted, refused)
 
 
 def _first_id() -> int:

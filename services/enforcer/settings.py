@@ -33,3 +33,7 @@ class Settings(PolicyMapsSettings):
     retired_ttl: float = Field(
         60.0, ge=0, description="seconds a removed hook id stays in the registry"
     )
+    trusted_keys_dir: Path | None = Field(
+        None,
+        description="ed25519 public keys (*.pub) policies must be signed by; unset: no signing",
+    )
