@@ -221,7 +221,10 @@ async def _list(nc: NATS, node: str, *, as_json: bool) -> int:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = ("NAME", "STATE", "MODE", "HOOKS", "MATCHED", "POSTED", "KILLED", "SOURCE", "ERROR")
+    head = (
+        "NAME", "STATE", "MODE", "HOOKS", "MATCHED", "POSTED", "SIGNALLED", "DENIED", "SOURCE",
+        "ERROR",
+    )  # fmt: skip
     lines = [head]
     for r in rows:
         c = r.get("counters", {})
@@ -235,6 +238,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
                 str(c.get("matched", 0)),
                 str(c.get("posted", 0)),
                 str(c.get("signalled", 0)),
+                str(c.get("denied", 0)),
                 r["source"],
                 error[0][:80] + (" …" if len(error) > 1 or len(error[0]) > 80 else "")
                 if error
