@@ -11,6 +11,8 @@ with its path and "not supported yet": a filter is never silently dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from schemas.policy import ArgSelector, PolicyError, Problem, Selector, resolve_match_index
 from schemas.policy.hooks import AnyHook
 from schemas.policy.values import parse_int, parse_range
@@ -62,10 +64,19 @@ class _Unsupported(Exception):
         self.path, self.message = path, message
 
 
-def compile_selectors(policy: str, planned: PlannedHook, hook: AnyHook) -> list[SlotConfig]:
+def compile_selectors(
+    policy: str,
+    planned: PlannedHook,
+    hook: AnyHook,
+    lists: Mapping[str, Sequence[int]] | None = None,
+) -> list[SlotConfig]:
     """One SlotConfig per selector of ``hook`` (one Post slot when it has none).
-    A PolicyError lists every part the kernel side cannot evaluate yet."""
+    ``lists``: the policy's syscall lists as numbers (services/enforcer/syscalls.py),
+    for InMap/NotInMap values ``list:NAME``. A PolicyError lists every part the
+    kernel side cannot evaluate yet."""
     selectors: list[Selector] = list(getattr(hook, "selectors", []) or [])
+    if lists:
+        selectors = [_expand_lists(s, lists) for s in selectors]
     if not selectors:
         return [SlotConfig(selector=0)]
     problems: list[Problem] = []
@@ -86,6 +97,26 @@ def compile_selectors(policy: str, planned: PlannedHook, hook: AnyHook) -> list[
     if problems:
         raise PolicyError(policy, problems)
     return slots
+
+
+def _expand_lists(selector: Selector, lists: Mapping[str, Sequence[int]]) -> Selector:
+    """InMap/NotInMap values ``list:NAME`` replaced by the list's syscall numbers."""
+
+    def values(f: ArgSelector) -> list[str]:
+        out: list[str] = []
+        for v in f.values:
+            name = v.removeprefix("list:")
+            out += [str(n) for n in lists[name]] if v.startswith("list:") and name in lists else [v]
+        return out
+
+    args = [
+        f.model_copy(update={"values": values(f)}) if f.operator in _LIST_OPS else f
+        for f in selector.match_args
+    ]
+    return selector.model_copy(update={"match_args": args})
+
+
+_LIST_OPS = {"InMap", "NotInMap"}
 
 
 def _selector(

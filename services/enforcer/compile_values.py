@@ -221,7 +221,7 @@ def _map_filter(path: str, f: ArgSelector, arg: PlannedArg) -> FilterConfig:
         if v.startswith("list:"):
             raise FilterProblem(
                 f"{path}.values[{i}]",
-                f"{v!r}: InMap over a spec list (syscall numbers) is not supported yet",
+                f"{v!r} names no syscall list of this policy (spec.lists, type syscalls)",
             )
     low, high = _bounds(arg)
     return _int_set(path, f, arg, lambda v: parse_decimal_range(v, (low, high), "a number"))

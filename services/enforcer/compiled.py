@@ -16,6 +16,7 @@ from schemas.policy.hooks import AnyHook
 from services.enforcer.compile import compile_selectors
 from services.enforcer.connect_rules import ConnectRuleSpec, compile_connect_rules, connect_note
 from services.enforcer.plan import FormatReader, PlannedHook, plan_hooks
+from services.enforcer.syscalls import syscall_lists
 from services.sensor.hook_records import Action, SlotConfig
 
 # Tetragon spec keys whose meaning Ocellus does not implement yet: refused,
@@ -124,11 +125,14 @@ def compile_policy(
         raise PolicyError(name, problems)
 
     effective: Mode = mode or own_mode  # type: ignore[assignment]
+    lists = syscall_lists(spec.lists, problems)  # InMap list:NAME
+    if problems:
+        raise PolicyError(name, problems)
     by_path = dict(spec.hooks())
     compiled: list[CompiledHook] = []
     for planned in plan_hooks(name, spec, capabilities, formats):  # raises for every bad hook
         hook = by_path[planned.path]
-        slots = compile_selectors(name, planned, hook)
+        slots = compile_selectors(name, planned, hook, lists)
         connect = compile_connect_rules(name, planned, hook, slots, capabilities)
         info = _info(name, planned, hook)
         if effective == "monitor":

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from schemas.policy import PolicyError, load_policy
+from schemas.policy import PolicyError, Problem, load_policy
 from services.common.hostfs import cgroup2_root
 from services.enforcer.compile import compile_selectors
 from services.enforcer.connect_rules import compile_connect_rules
 from services.enforcer.plan import PlannedHook, plan_hooks
+from services.enforcer.syscalls import syscall_lists
 from services.sensor.mounts import TRACEFS, ensure_mounted
 from tests.hook_engine import NO_KPROBES, Engine, engine
 
@@ -44,13 +45,7 @@ SURVEY: dict[str, tuple[str, list[str]]] = {
         "compiles",
         [f"syscalls:sys_enter_{c}" for c in CREDS_CALLS],
     ),
-    "list-syscalls-tracepoint.yaml": (
-        "compile",
-        [
-            "spec.tracepoints[0].selectors[0].matchArgs[0].values[0]: 'list:dups': InMap over "
-            "a spec list (syscall numbers) is not supported yet"
-        ],
-    ),
+    "list-syscalls-tracepoint.yaml": ("compiles", ["raw_syscalls:sys_enter"]),
     "sys_clock_settime.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{TWO_PID_FILTERS}"]),
     "sys_pivot_root.yaml": ("compile", [f"spec.kprobes[0].selectors[0].{TWO_PID_FILTERS}"]),
     "fd_memfd_kill.yaml": (
@@ -160,10 +155,11 @@ def compile_policy(text: str) -> list[PlannedHook]:
         planned = plan_hooks(policy.metadata.name, policy.spec, NO_KPROBES)
         stage = "compile"
         hooks = dict(policy.spec.hooks())
-        problems = []
+        problems: list[Problem] = []
+        lists = syscall_lists(policy.spec.lists, problems)
         for p in planned:
             try:
-                slots = compile_selectors(policy.metadata.name, p, hooks[p.path])
+                slots = compile_selectors(policy.metadata.name, p, hooks[p.path], lists)
                 compile_connect_rules(policy.metadata.name, p, hooks[p.path], slots, NO_KPROBES)
             except PolicyError as e:
                 problems += e.problems
@@ -221,6 +217,8 @@ FIRES: dict[str, tuple[str, list[Any]]] = {
     "sys_ptrace.yaml": ("strace -o /dev/null true", [0]),
     # setuid's uid, as type int.
     "sys_setuid.yaml": ("python3 -c 'import os; os.setuid(0)'", [0]),
+    # InMap over the list dups (sys_dup, sys_dup2): dup2 is 33 on x86_64.
+    "list-syscalls-tracepoint.yaml": ("python3 -c 'import os; os.dup2(0, 7)'", [33]),
 }
 
 
@@ -258,10 +256,11 @@ def test_tetragon_policy_that_compiles_fires(engine: Engine, name: str) -> None:
     assert SURVEY[name][0] == "compiles"
     policy = load_policy((TETRAGON / name).read_text())
     hooks = dict(policy.spec.hooks())
+    lists = syscall_lists(policy.spec.lists, [])
     ids = []
     try:
         for p in plan_hooks(policy.metadata.name, policy.spec, NO_KPROBES):
-            slots = compile_selectors(policy.metadata.name, p, hooks[p.path])
+            slots = compile_selectors(policy.metadata.name, p, hooks[p.path], lists)
             ids.append(engine.table.attach(p, slots))
         command, args = FIRES[name]
         cgroup_id = run_in_cgroup(command)
