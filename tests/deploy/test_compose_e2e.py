@@ -88,3 +88,11 @@ def test_compose_least_privilege_as_run(compose_stack: ComposeStack, service: st
     )
     assert info["State"]["Running"] is True
     assert info["RestartCount"] == 0, compose_stack.logs(service)
+    if service != "nats":  # every Ocellus service reports ready on /readyz
+        deadline = time.monotonic() + 90
+        while info["State"]["Health"]["Status"] != "healthy" and time.monotonic() < deadline:
+            time.sleep(1)
+            info = json.loads(
+                compose_stack.docker.run("inspect", compose_stack.container(service))
+            )[0]
+        assert info["State"]["Health"]["Status"] == "healthy", info["State"]["Health"]
