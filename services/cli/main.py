@@ -21,6 +21,7 @@ from services.common import bus
 from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import configure_logging, get_logger
+from services.common.settings import ConfigFileError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return exporter_main(ExporterSettings(**flags, **_overrides(args, "config_file")))
         settings = Settings(**flags)
-    except ValidationError as e:
+    except (ValidationError, ConfigFileError) as e:  # ConfigFileError: OCELLUS_CONFIG's file
         print(f"ocellus: invalid settings:\n{e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)

@@ -83,6 +83,20 @@ def test_exporter_command_without_a_config_is_refused(tmp_path: Path) -> None:
     assert "config_file" in done.stderr
 
 
+@pytest.mark.parametrize("command", ["exporter", "enricher"])
+def test_service_command_with_an_unreadable_config_file_is_refused(
+    tmp_path: Path, command: str
+) -> None:
+    """OCELLUS_CONFIG naming a missing file: exit 2 naming it, no traceback."""
+    env = clean_env(OCELLUS_CONFIG=str(tmp_path / "missing.yaml"))
+    done = subprocess.run(
+        [OCELLUS, command], env=env, cwd=REPO, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert f"config file {tmp_path / 'missing.yaml'}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 async def test_exporter_command_delivers_and_stops_on_sigterm(
     nc: NATS, nats_url: str, tmp_path: Path
 ) -> None:
