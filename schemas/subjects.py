@@ -62,6 +62,10 @@ def alerts(node: str) -> str:
     return f"{PREFIX}.alerts.{node_token(node)}"
 
 
+def alerts_all() -> str:
+    return f"{PREFIX}.alerts.>"
+
+
 def deadletter(sink: str) -> str:
     """Where the exporter puts what sink ``sink`` could not take."""
     return f"{PREFIX}.deadletter.{node_token(sink)}"

@@ -95,7 +95,11 @@ def permissions(node: str = ANY_NODE) -> dict[str, Permissions]:
         # Publishes its node's raw records and heartbeats; answers sync_hooks.
         # No JetStream, no KV: it cannot read policies.
         "sensor": Permissions(
-            publish=(_node(subjects.raw_all, node), _status("sensor", node)),
+            publish=(
+                _node(subjects.raw_all, node),
+                _status("sensor", node),
+                _node(subjects.alerts, node),  # its watchdog's findings
+            ),
             subscribe=(_control("sensor", node), _inbox("sensor")),
             allow_responses=True,
         ),
@@ -124,8 +128,17 @@ def permissions(node: str = ANY_NODE) -> dict[str, Permissions]:
                 *_kv_create(hooks),
                 _node(lambda n: subjects.kv_key(hooks, subjects.node_token(n)), node),
                 _control("sensor", node),
+                _node(subjects.alerts, node),  # refused policy signatures (audit)
             ),
-            subscribe=(_control("enforcer", node), _inbox("enforcer")),
+            subscribe=(
+                _control("enforcer", node),
+                _inbox("enforcer"),
+                # Scoped policies follow its node's containers as their cgroups come
+                # and go; reactions read its node's exec events.
+                _node(lambda n: subjects.raw(n, subjects.CGROUP_MKDIR), node),
+                _node(lambda n: subjects.raw(n, subjects.CGROUP_RMDIR), node),
+                _node(lambda n: subjects.events(n, subjects.PROCESS_EXEC), node),
+            ),
             allow_responses=True,
         ),
         # Durable pull consumers on OCELLUS_EVENTS (exporter_<sink>), acks,
@@ -157,7 +170,12 @@ def permissions(node: str = ANY_NODE) -> dict[str, Permissions]:
                 subjects.kv_keys(modes),
                 _control("enforcer", ANY_NODE),
             ),
-            subscribe=(subjects.events_all(), subjects.status_all(), _inbox("cli")),
+            subscribe=(
+                subjects.events_all(),
+                subjects.status_all(),
+                subjects.alerts_all(),
+                _inbox("cli"),
+            ),
         ),
     }
 

@@ -70,8 +70,12 @@ def readiness(port: int) -> tuple[int, dict[str, Any]]:
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
+    last: AssertionError | None = None
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except AssertionError as e:  # a series not there yet: nothing counted yet
+            last = e
         time.sleep(0.1)
-    pytest.fail(f"not within {timeout}s: {what}")
+    pytest.fail(f"not within {timeout}s: {what}" + (f" ({last})" if last else ""))
