@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from services.common.hostfs import cgroup2_root
+from tests.conftest import REPO
 from tests.deploy.compose_stack import (
     EXPORTER_CONFIG,
     IMAGE,
@@ -45,6 +47,11 @@ def compose_stack(
     (work / "policies").mkdir()
     (work / "exporter.yaml").write_text(EXPORTER_CONFIG)
     token = secrets.token_hex(3)
+    # A user, a password and a client certificate per service, TLS to nats.
+    subprocess.run([str(REPO / "deploy" / "make-secrets.sh"), str(work / "secrets")], check=True)
+    passwords = dict(
+        line.split("=", 1) for line in (work / "secrets" / "nats.env").read_text().split()
+    )
     # Engines before 23.0 reject CAP_BPF: the documented fallback.
     bpf_cap = "SYS_ADMIN" if engine_major(docker_daemon) < 23 else "BPF"
     stack = ComposeStack(
@@ -53,7 +60,8 @@ def compose_stack(
         env={
             **os.environ,
             "OCELLUS_IMAGE": IMAGE,
-            "OCELLUS_NATS_PASSWORD": secrets.token_hex(16),
+            **passwords,
+            "OCELLUS_SECRETS": str(work / "secrets"),
             "OCELLUS_NODE_NAME": f"e2e-{token}",
             "OCELLUS_BPF_CAP": bpf_cap,
             "OCELLUS_HOST_CGROUP2": str(cgroup2),
