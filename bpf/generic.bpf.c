@@ -40,33 +40,32 @@ static __always_inline void string_read(struct hook_scratch *s, long n)
 	s->alen = n - 1;
 }
 
-/* One arg as an item at rec.data[s->pos]; advances s->pos past it.
- * Each read kind leaves its result in map memory (alen, aflags) and the
- * common tail reads it back: then every kind's path ends with the same
- * registers and the verifier merges them (with the results in registers,
- * each kind is a state of its own: 6 kinds ^ 6 args). */
-static __always_inline void read_arg(struct hook_scratch *s, void *ctx,
+/* An arg into s->arg[i] (an integer: into s->ival[i]), unless this event
+ * read the same field the same way there already: a hook's selectors are
+ * slots sharing its args, and each slot reads only what its filters and, on
+ * a match, its record need. Each read kind leaves its result in map memory
+ * (alen, aflags) and the common tail reads it back: then every kind's path
+ * ends with the same registers and the verifier merges them (with the
+ * results in registers, each kind is a state of its own: 6 kinds ^ 6 args). */
+static __always_inline void load_arg(struct hook_scratch *s, void *ctx,
 				     struct ocellus_hook_arg *a, __u32 i)
 {
-	__u32 pos = s->pos;
-	struct ocellus_hook_item *item = (void *)&s->rec.data[pos & HOOK_DATA_MASK];
-	__u32 at = (pos + sizeof(*item)) & HOOK_DATA_MASK;
-	char *out = &s->rec.data[at];
+	__u32 k = i & HOOK_ARG_MASK;
+	__u32 tag = HOOK_ARG_TAG(a);
+	char *out = s->arg[k].key.data;
 	void *src = ctx + a->offset;  /* u16: inside the tracepoint record */
 	void *ptr = NULL;
 
+	if (a->read == OCELLUS_READ_INT || a->read == OCELLUS_READ_UINT) {
+		/* a helper call cheaper than the cache's checks */
+		s->ival[k] = read_int(src, a->size, a->read == OCELLUS_READ_INT);
+		return;
+	}
+	if ((s->loaded & (1u << k)) && s->arg_tag[k] == tag)
+		return;
 	s->alen = 0;
 	s->aflags = OCELLUS_AF_FAULT;
 	switch (a->read) {
-	case OCELLUS_READ_INT:
-	case OCELLUS_READ_UINT: {
-		__s64 v = read_int(src, a->size, a->read == OCELLUS_READ_INT);
-		s->ival[i & HOOK_ARG_MASK] = v;
-		__builtin_memcpy(out, &v, sizeof(v));
-		s->alen = sizeof(v);
-		s->aflags = 0;
-		break;
-	}
 	case OCELLUS_READ_USER_STRING:
 		bpf_probe_read_kernel(&ptr, sizeof(ptr), src);
 		string_read(s, bpf_probe_read_user_str(out, OCELLUS_HOOK_STR_MAX, ptr));
@@ -100,13 +99,40 @@ static __always_inline void read_arg(struct hook_scratch *s, void *ctx,
 		}
 		break;
 	}
-	__u32 n = *(volatile __u32 *)&s->alen & 511;
+	s->arg_len[k] = *(volatile __u32 *)&s->alen & 255;  /* a string: at most 255 */
+	s->arg_flags[k] = *(volatile __u32 *)&s->aflags;
+	s->arg_tag[k] = tag;
+	s->loaded |= 1u << k;
+}
+
+/* One arg as an item at rec.data[s->pos] (read if no filter needed it);
+ * advances s->pos past it. Lengths and flags come back from map memory,
+ * the same registers whatever the kind (see load_arg). */
+static __always_inline void write_arg(struct hook_scratch *s, void *ctx,
+				      struct ocellus_hook_arg *a, __u32 i)
+{
+	__u32 k = i & HOOK_ARG_MASK;
+	__u32 pos = s->pos;
+	struct ocellus_hook_item *item = (void *)&s->rec.data[pos & HOOK_DATA_MASK];
+	__u32 at = (pos + sizeof(*item)) & HOOK_DATA_MASK;
+	char *out = &s->rec.data[at];
+
+	load_arg(s, ctx, a, i);
+	if (a->read == OCELLUS_READ_INT || a->read == OCELLUS_READ_UINT) {
+		__builtin_memcpy(out, &s->ival[k], sizeof(__s64));
+		s->alen = sizeof(__s64);
+		s->aflags = 0;
+	} else {
+		s->alen = s->arg_len[k];
+		s->aflags = s->arg_flags[k];
+	}
+	__u32 n = *(volatile __u32 *)&s->alen & 255;
 	__u8 flags = *(volatile __u32 *)&s->aflags;
+	if (a->read != OCELLUS_READ_INT && a->read != OCELLUS_READ_UINT)
+		bpf_probe_read_kernel(out, n, s->arg[k].key.data);
 	item->read = *(volatile __u8 *)&a->read;
 	item->flags = flags;
 	item->len = n;
-	s->soff[i & HOOK_ARG_MASK] = at;
-	s->slen[i & HOOK_ARG_MASK] = n;
 	if (flags & OCELLUS_AF_TRUNCATED)
 		s->rec.fixed.hdr.flags |= OCELLUS_F_ARGS_TRUNCATED;
 	if (flags & OCELLUS_AF_FAULT)
@@ -161,12 +187,11 @@ static __always_inline int int_filter(struct ocellus_hook_filter *f, __s64 v)
  * A string cut at the read limit has no known end: it matches no Postfix
  * (NotPostfix matches). */
 static __always_inline int str_postfix(struct hook_scratch *s, struct ocellus_hook_filter *f,
-				       __u32 off, __u32 n)
+				       __u32 a, __u32 n)
 {
 	struct ocellus_str_key *k = &s->key;
-	__u8 iflags = s->rec.data[(off - sizeof(struct ocellus_hook_item) + 1) & HOOK_DATA_MASK];
 
-	if (iflags & (OCELLUS_AF_TRUNCATED | OCELLUS_AF_FAULT))
+	if (s->arg_flags[a] & (OCELLUS_AF_TRUNCATED | OCELLUS_AF_FAULT))
 		return 0;
 	for (__u32 j = 0; j < OCELLUS_HOOK_VALUES; j++) {
 		if (j >= f->nvals)
@@ -176,8 +201,7 @@ static __always_inline int str_postfix(struct hook_scratch *s, struct ocellus_ho
 			continue;
 		k->reverse = len;
 		k->prefixlen = OCELLUS_STR_KEY_FIXED_BITS + 8 * len;
-		bpf_probe_read_kernel(k->data, len & 255,
-				      &s->rec.data[(off + n - len) & HOOK_DATA_MASK]);
+		bpf_probe_read_kernel(k->data, len & 255, &s->arg[a].key.data[(n - len) & 255]);
 		if (str_match_has(k))
 			return 1;
 	}
@@ -187,14 +211,15 @@ static __always_inline int str_postfix(struct hook_scratch *s, struct ocellus_ho
 /* String operators are answered by the str_match LPM trie, looked up with
  * the arg plus its NUL, so that an Equal entry (stored with its NUL)
  * matches only the whole string and a Prefix entry any string it starts;
- * Postfix by str_postfix. */
+ * Postfix by str_postfix. The key is the arg's own buffer (load_arg read
+ * the string into its data, NUL included; a failed read left zeros):
+ * only its fixed part is written here. */
 static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hook_config *c,
 				      struct ocellus_hook_filter *f, __u32 fi)
 {
-	struct ocellus_str_key *k = &s->key;
 	__u32 a = f->arg & HOOK_ARG_MASK;
-	__u32 off = s->soff[a];
-	__u32 n = s->slen[a];
+	struct ocellus_str_key *k = f->op == OCELLUS_FOP_STR_POSTFIX ? &s->key : &s->arg[a].key;
+	__u32 n = s->arg_len[a];
 	__u32 bytes;
 
 	k->hook_id = c->hook_id;
@@ -202,11 +227,8 @@ static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hoo
 	k->filter = fi;
 	k->gen = c->gen;
 	if (f->op == OCELLUS_FOP_STR_POSTFIX)
-		return str_postfix(s, f, off, n);
+		return str_postfix(s, f, a, n);
 	k->reverse = 0;
-	bpf_probe_read_kernel(k->data, OCELLUS_STR_KEY_DATA, &s->rec.data[off & HOOK_DATA_MASK]);
-	if (n < OCELLUS_STR_KEY_DATA)
-		k->data[n & 255] = 0;  /* the next item overwrote the NUL */
 	bytes = n + 1;
 	if (bytes > OCELLUS_STR_KEY_DATA)
 		bytes = OCELLUS_STR_KEY_DATA;
@@ -224,8 +246,8 @@ static __always_inline int val_filter(struct hook_scratch *s, struct ocellus_hoo
 {
 	struct ocellus_val_key *k = &s->vkey;
 	__u32 a = f->arg & HOOK_ARG_MASK;
-	__u8 *src = (__u8 *)&s->rec.data[s->soff[a] & HOOK_DATA_MASK];
-	__u32 n = s->slen[a];
+	__u8 *src = (__u8 *)s->arg[a].key.data;
+	__u32 n = s->arg_len[a];
 	__u64 v = s->ival[a];
 	__u16 family = 0, port = 0;
 
@@ -289,14 +311,17 @@ static __always_inline int val_filter(struct hook_scratch *s, struct ocellus_hoo
 	return val_match_has(k);
 }
 
-/* The filters of a slot, ANDed. Each filter's result goes through map
- * memory (s->hit), for the same reason as read_arg's. */
-static __always_inline int slot_matches(struct hook_scratch *s, struct ocellus_hook_config *c)
+/* The filters of a slot, ANDed, each reading the arg it looks at (once per
+ * event: load_arg). Each filter's result goes through map memory (s->hit),
+ * for the same reason as load_arg's. */
+static __always_inline int slot_matches(void *ctx, struct hook_scratch *s,
+					struct ocellus_hook_config *c)
 {
 	for (__u32 fi = 0; fi < OCELLUS_HOOK_FILTERS; fi++) {
 		if (fi >= c->nfilters)
 			break;
 		struct ocellus_hook_filter *f = &c->filters[fi];
+		load_arg(s, ctx, &c->args[f->arg & HOOK_ARG_MASK], f->arg);
 		/* a matchReturnArgs filter's map entries are apart from matchArgs' */
 		__u32 fk = fi | (c->flags & OCELLUS_HF_EXIT ? OCELLUS_FILTER_RETURN : 0);
 		if (f->op >= OCELLUS_FOP_VAL_SET)
@@ -314,8 +339,9 @@ static __always_inline int slot_matches(struct hook_scratch *s, struct ocellus_h
 	return 1;
 }
 
-/* Reads the slot's args, evaluates its filters; on a match posts and
- * signals as configured. Returns 1 on a match. */
+/* Evaluates the slot's filters (reading the args they look at); on a match
+ * posts (reading the rest of its args) and signals as configured. Returns
+ * 1 on a match. */
 static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 				    struct ocellus_hook_config *c, __u32 slot)
 {
@@ -323,14 +349,7 @@ static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 	 * from proc_stage (lib/proc_select.h). */
 	if (!(*(volatile __u32 *)&s->proc.ok & (1u << slot)))
 		return 0;
-	s->pos = 0;
-	s->rec.fixed.hdr.flags = 0;
-	for (__u32 i = 0; i < OCELLUS_HOOK_ARGS; i++) {
-		if (i >= c->nargs)
-			break;
-		read_arg(s, ctx, &c->args[i], i);
-	}
-	if (!slot_matches(s, c))
+	if (!slot_matches(ctx, s, c))
 		return 0;
 
 	__u32 hook_id = c->hook_id;
@@ -339,6 +358,13 @@ static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 		st->matched += 1;
 	if (c->flags & OCELLUS_HF_POST) {
 		struct ocellus_hook_fixed *fx = &s->rec.fixed;
+		s->pos = 0;
+		fx->hdr.flags = 0;
+		for (__u32 i = 0; i < OCELLUS_HOOK_ARGS; i++) {
+			if (i >= c->nargs)
+				break;
+			write_arg(s, ctx, &c->args[i], i);
+		}
 		__u16 flags = fx->hdr.flags;
 		fill_header(&fx->hdr, OCELLUS_OP_HOOK);
 		fx->hdr.flags = flags;
@@ -381,9 +407,21 @@ static __always_inline int generic_tp(void *ctx)
 	struct hook_scratch *s = hook_scratch_get();
 	if (!s)
 		return 0;
+	s->loaded = 0;  /* no arg read yet for this event */
 	proc_stage(s, tp_id);
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
+		/* Written on every path: a key written on some only splits the
+		 * verifier's states at the loop head. */
 		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
+		/* proc_stage looked every slot up: a slot with no config, or whose
+		 * process filters (or scope) did not match, needs no second lookup. */
+		__u32 sid = s->slot_hook[slot];
+		if (!sid)
+			continue;
+		if (!(*(volatile __u32 *)&s->proc.ok & (1u << slot))) {
+			seen[slot] = sid;
+			continue;
+		}
 		struct ocellus_hook_config *c = hook_config_get(&key);
 		if (!c)
 			continue;

@@ -19,15 +19,15 @@
  *
  * A program of its own, not a branch of ocellus_generic_tp: the verifier
  * budget of that one is spent on its slot and filter loops.
- * Included from process.bpf.c after generic.bpf.c (read_arg, slot_matches). */
+ * Included from process.bpf.c after generic.bpf.c (write_arg, slot_matches). */
 
 static __always_inline void post_return(void *ctx, struct hook_scratch *s,
 					struct ocellus_hook_config *c, struct hook_record *p)
 {
-	s->pos = 0;
-	read_arg(s, ctx, &c->args[0], 0);
-	if (!slot_matches(s, c))
+	if (!slot_matches(ctx, s, c))
 		return;
+	s->pos = 0;
+	write_arg(s, ctx, &c->args[0], 0);
 	__u32 at = p->fixed.args_len & HOOK_DATA_MASK;
 	__u32 item = sizeof(struct ocellus_hook_item) + sizeof(__s64);
 	__builtin_memcpy(&p->data[at], s->rec.data, sizeof(struct ocellus_hook_item) + sizeof(__s64));
@@ -46,6 +46,7 @@ static __always_inline int generic_exit_tp(void *ctx)
 
 	if (!s)
 		return 0;
+	s->loaded = 0;  /* args in scratch are another event's */
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		struct hook_record *p = hook_pending_get(pid_tgid, slot);
 		if (!p)

@@ -522,6 +522,17 @@ static __always_inline struct ocellus_bin_state *bin_state_get(void)
 	return bin_state.lookup(&zero);
 }
 
+/* Scoping (podSelector, containerSelector, ...): a policy map; the enforcer
+ * keeps each scope's cgroup set current (lib/policy.h ocellus_scope_key). */
+BPF_TABLE_PINNED("hash", struct ocellus_scope_key, __u8, scope_cgroups,
+		 OCELLUS_SCOPE_CGROUPS_MAX, OCELLUS_PIN_DIR "/scope_cgroups", BPF_F_NO_PREALLOC);
+
+static __always_inline int scope_has(__u32 scope)
+{
+	struct ocellus_scope_key k = { .scope = scope, .cgroup_id = bpf_get_current_cgroup_id() };
+	return scope_cgroups.lookup(&k) != NULL;
+}
+
 #include "lib/proc_select.h"
 #include "generic.bpf.c"
 #include "hook_return.bpf.c"

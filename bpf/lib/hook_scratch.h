@@ -12,6 +12,8 @@
 #define HOOK_DATA_MASK 2047
 #define HOOK_DATA_SIZE (HOOK_DATA_MASK + 1 + sizeof(struct ocellus_hook_item) + OCELLUS_HOOK_STR_MAX)
 #define HOOK_ARG_MASK 7  /* OCELLUS_HOOK_ARGS rounded up to a power of two, minus one */
+/* What identifies an arg's read: the same field read the same way. */
+#define HOOK_ARG_TAG(a) ((__u32)(a)->offset | (__u32)(a)->read << 16 | (__u32)(a)->size << 24)
 
 struct hook_record {
 	struct ocellus_hook_fixed fixed;
@@ -28,18 +30,36 @@ struct hook_pending_key {
 	__u32 _pad;
 };
 
+/* An arg as the filters and the record use it, read at most once per
+ * event (a hook's selectors are slots that share its args): a string, a
+ * sockaddr or an address in the data of an LPM key, so that a string filter
+ * looks the string up where it was read. A string read ends with its NUL,
+ * which is where an Equal entry (value + NUL) has it; `tail` takes the bytes
+ * of a 256-byte read past the key's 248. */
+struct hook_arg_buf {
+	struct ocellus_str_key key;
+	char tail[OCELLUS_HOOK_STR_MAX - OCELLUS_STR_KEY_DATA];
+};
+
 /* Too big for the 512-byte stack; and values kept here are opaque to the
  * verifier, which keeps the number of states it explores small. */
 struct hook_scratch {
 	struct hook_record rec;
+	/* Before key and the rest: a masked read of arg[7] stays in the value. */
+	struct hook_arg_buf arg[HOOK_ARG_MASK + 1];
 	struct ocellus_str_key key;
 	struct ocellus_val_key vkey;
 	/* In map memory: a key on the stack, written on one path only, split
 	 * the verifier's states (+320k instructions). */
 	struct hook_pending_key pkey;
 	__s64 ival[HOOK_ARG_MASK + 1];  /* each arg's integer value */
-	__u32 soff[HOOK_ARG_MASK + 1];  /* where each arg's data starts in rec.data */
-	__u32 slen[HOOK_ARG_MASK + 1];  /* string bytes, without the NUL */
+	__u32 arg_tag[HOOK_ARG_MASK + 1];   /* which field arg[i] holds: HOOK_ARG_TAG */
+	__u32 arg_len[HOOK_ARG_MASK + 1];   /* its bytes (a string's without the NUL) */
+	__u32 arg_flags[HOOK_ARG_MASK + 1]; /* its OCELLUS_AF_* */
+	__u32 loaded;                       /* bit per arg[i] read during this event */
+	/* Each slot's hook_id as proc_stage found it, 0: no config; the slot
+	 * loop looks a config up again only for a slot that runs. */
+	__u32 slot_hook[OCELLUS_HOOK_SLOTS];
 	/* Bytes of items written. In map memory, not a register: the verifier
 	 * knows nothing of it, so the paths through each arg's read kind merge
 	 * (in a register, every kind's length would be a state of its own:

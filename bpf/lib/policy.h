@@ -150,7 +150,8 @@ struct ocellus_proc_filter {
 	__u8  pid_flags;     /* OCELLUS_PF_ON | NOT | FOLLOW | NSPID */
 	__u8  npids;
 	__u8  nns;
-	__u8  _pad[3];
+	__u8  scope_flags;   /* OCELLUS_PF_ON | NOT: the policy's scope (scope_cgroups) */
+	__u16 scope;         /* scope id: ocellus_scope_key.scope */
 	__u32 pids[OCELLUS_HOOK_PIDS];
 	struct ocellus_ns_filter ns[OCELLUS_HOOK_NS_FILTERS];
 };
@@ -183,6 +184,18 @@ struct ocellus_bin_state {
 	__u32 epoch;
 	__u32 _pad;
 	__u64 keep[OCELLUS_BIN_EPOCHS];
+};
+
+/* scope_cgroups key (hash; the value is a __u8, 1): a policy scoped to
+ * containers or pods (podSelector, containerSelector, TracingPolicyNamespaced,
+ * hostSelector, reactions) applies where bpf_get_current_cgroup_id() is in its
+ * scope's set; with OCELLUS_PF_NOT (the host included), where it is not (the
+ * set then holds the containers left out). The enforcer keeps the sets current
+ * as cgroups come and go (services/enforcer/scopes.py). */
+struct ocellus_scope_key {
+	__u32 scope;         /* ocellus_proc_filter.scope */
+	__u32 _pad;
+	__u64 cgroup_id;     /* the inode of the cgroup v2 directory */
 };
 
 /* hook_config value: one (hook, selector) pair on one tracepoint. */

@@ -16,7 +16,8 @@
  * nsfs device come from the sensor (-D OCELLUS_HOST_NS_*, OCELLUS_NSFS_DEV).
  *
  * Included from process.bpf.c after the accessors it uses (proc_sel_get,
- * proc_sel_put, proc_sel_del, proc_sel_blank, bin_bits, bin_state_get):
+ * proc_sel_put, proc_sel_del, proc_sel_blank, bin_bits, bin_state_get,
+ * scope_has):
  * BCC rewrites map operations in the main file only. */
 #ifndef OCELLUS_PROC_SELECT_H
 #define OCELLUS_PROC_SELECT_H
@@ -331,8 +332,8 @@ static __always_inline int proc_filters_match(struct proc_view *v, struct ocellu
  * loop, ahead of the slots', because the verifier walks code in the slot
  * loop once per state the earlier slots leave, and the pid and namespace
  * loops there took it past its 1M-instruction limit; here the states are
- * few. The price is a second hook_config lookup per slot (measured in the
- * issue note). */
+ * few. The price is a second hook_config lookup of each slot that runs
+ * (s->slot_hook spares it for the others). */
 static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id)
 {
 	s->proc.state = PV_UNLOADED;
@@ -340,7 +341,14 @@ static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id)
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
 		struct ocellus_hook_config *c = hook_config_get(&key);
-		if (c && proc_filters_match(&s->proc, &c->proc))
+		s->slot_hook[slot] = c ? c->hook_id : 0;  /* for generic_tp's slot loop */
+		if (!c)
+			continue;
+		/* The policy's scope: one lookup of the current cgroup in its set. */
+		if ((c->proc.scope_flags & OCELLUS_PF_ON) &&
+		    !scope_has(c->proc.scope) == !(c->proc.scope_flags & OCELLUS_PF_NOT))
+			continue;
+		if (proc_filters_match(&s->proc, &c->proc))
 			s->proc.ok |= 1u << slot;
 	}
 }

@@ -60,7 +60,7 @@ def spec_problems(spec: TracingPolicySpec, *, namespaced: bool) -> list[Problem]
         _check_label_selector(check, "spec.podSelector", spec.pod_selector)
     if spec.container_selector is not None:
         _check_label_selector(
-            check, "spec.containerSelector", spec.container_selector, only_key="name"
+            check, "spec.containerSelector", spec.container_selector, only_keys=("name", "repo")
         )
     if spec.host_selector is not None:
         if namespaced:
@@ -135,16 +135,15 @@ def _check_enforcers(check: Checker, spec: TracingPolicySpec) -> None:
 
 
 def _check_label_selector(
-    check: Checker, path: str, selector: LabelSelector, *, only_key: str | None = None
+    check: Checker, path: str, selector: LabelSelector, *, only_keys: tuple[str, ...] = ()
 ) -> None:
     keys = [(f"{path}.matchLabels", key) for key in selector.match_labels]
     expressions = selector.match_expressions
     keys += [(f"{path}.matchExpressions[{i}].key", e.key) for i, e in enumerate(expressions)]
     for where, key in keys:
-        if only_key is not None and key != only_key:
-            check.add(
-                where, f"key {key!r} is not supported; containers are selected by {only_key!r}"
-            )
+        if only_keys and key not in only_keys:
+            known = " or ".join(repr(k) for k in only_keys)
+            check.add(where, f"key {key!r} is not supported; containers are selected by {known}")
         elif problem := label_key_problem(key):
             check.add(where, problem)
     for key, value in selector.match_labels.items():

@@ -11,21 +11,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas.hooks import HookArgInfo, HookInfo
-from schemas.policy import PolicyError, Problem, TracingPolicyNamespaced, load_policy
+from schemas.policy import PolicyError, Problem, load_policy
 from schemas.policy.hooks import AnyHook
 from services.enforcer.compile import compile_selectors
 from services.enforcer.connect_rules import ConnectRuleSpec, compile_connect_rules, connect_note
 from services.enforcer.plan import FormatReader, PlannedHook, plan_hooks
+from services.enforcer.scope_spec import ScopeSpec, scope_of
 from services.enforcer.syscalls import syscall_lists
 from services.sensor.hook_records import Action, SlotConfig
 
 # Tetragon spec keys whose meaning Ocellus does not implement yet: refused,
 # because applying the rest would do something other than what was asked.
-_SPEC_REFUSED = (
-    ("pod_selector", "podSelector", "scoping to pods is not supported yet"),
-    ("container_selector", "containerSelector", "scoping to containers is not supported yet"),
-    ("enforcers", "enforcers", "NotifyEnforcer enforcers are not supported yet"),
-)
+_SPEC_REFUSED = (("enforcers", "enforcers", "NotifyEnforcer enforcers are not supported yet"),)
 _ARG_REFUSED = (
     ("resolve", "resolve", "resolving struct fields needs BTF-based kprobes"),
     ("btf_type", "btfType", "resolving struct fields needs BTF-based kprobes"),
@@ -73,6 +70,7 @@ class CompiledPolicy:
     hooks: tuple[CompiledHook, ...]
     notes: tuple[str, ...]  # what the user should know about its semantics here
     mode: Mode = "enforce"
+    scope: ScopeSpec | None = None  # where it applies (scope_spec.py); None: everywhere
 
     @property
     def enforces(self) -> bool:
@@ -107,10 +105,8 @@ def compile_policy(
     own_mode = next((o.value for o in spec.options if o.name == MODE_OPTION), None) or "enforce"
     if own_mode not in MODES:
         problems.append(Problem("spec.options", f"{MODE_OPTION} must be enforce or monitor"))
-    if isinstance(policy, TracingPolicyNamespaced):
-        problems.append(
-            Problem("kind", "TracingPolicyNamespaced needs pod scoping, not supported yet")
-        )
+    scope, scope_problems = scope_of(policy)
+    problems += scope_problems
     for attr, key, why in _SPEC_REFUSED:
         if getattr(spec, attr):
             problems.append(Problem(f"spec.{key}", why))
@@ -150,7 +146,17 @@ def compile_policy(
         )
     if any(h.connect for h in compiled):
         notes.append(connect_note(effective == "monitor"))
-    return CompiledPolicy(name, revision_of(text), tuple(compiled), tuple(notes), effective)
+        if scope is not None:
+            raise PolicyError(
+                name,
+                [Problem("spec", "Override on connect applies node-wide; it cannot be scoped yet")],
+            )
+    if scope is not None:
+        notes.append(
+            "scoped: applies from the moment the enforcer sees a container's cgroup "
+            "(cgroup_mkdir); its first instructions may run before that"
+        )
+    return CompiledPolicy(name, revision_of(text), tuple(compiled), tuple(notes), effective, scope)
 
 
 def _monitored(

@@ -11,6 +11,7 @@ values in place (same hook ids, same program, no gap).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
 from services.enforcer.registry import Registry
+from services.enforcer.scopes import ScopeError, ScopeManager
 
 log = get_logger("ocellus.enforcer")
 
@@ -75,8 +77,11 @@ class PolicyEngine:
         formats: FormatReader | None = None,
         connect: ConnectRules | None = None,
         signatures: SignatureCheck | None = None,
+        scopes: ScopeManager | None = None,
     ) -> None:
         self._table = table
+        # podSelector, containerSelector, ...: the cgroup sets (None: scoped policies refused)
+        self.scopes = scopes
         # Required signatures: the check, and where refusals are reported.
         self._signatures = signatures
         # Override on connect: rules for the sensor's connect programs (connect_rules.py)
@@ -113,6 +118,10 @@ class PolicyEngine:
                 self._table.detach(hook_id)
             self._adopted.clear()
             self._connect.retain(self._table.hook_ids())
+            if self.scopes is not None:
+                stale = self.scopes.purge_unknown()
+                if stale:
+                    log.info("removed scope entries of an earlier enforcer", entries=stale)
             if left:
                 log.info("removed hooks of policies no longer defined", hooks=len(left))
                 self._registry.retire(left)
@@ -183,9 +192,20 @@ class PolicyEngine:
             ):
                 return self._status[compiled.name]
             try:
+                compiled = await self._scoped(compiled)
+            except (ApplyError, ScopeError) as e:
+                return self._refused(compiled.name, source, compiled.revision, str(e))
+            try:
                 ids = await self._place(compiled, current)
             except (ApplyError, HookTableError, OSError) as e:
+                if self.scopes is not None:
+                    self.scopes.abort(compiled.name)
                 return self._refused(compiled.name, source, compiled.revision, str(e))
+            if self.scopes is not None:
+                if compiled.scope is not None:
+                    self.scopes.commit(compiled.name)
+                else:
+                    self.scopes.release(compiled.name)
             self._applied[compiled.name] = _Applied(compiled, ids, source, text)
             self._status.pop(source, None)  # an unnamed error of this source is over
             status = self._status[compiled.name] = PolicyStatus(
@@ -220,6 +240,8 @@ class PolicyEngine:
             for hook_id in current.hook_ids:
                 self._table.detach(hook_id)
             self._connect.drop(current.hook_ids)
+            if self.scopes is not None:
+                self.scopes.release(name)
             self._registry.retire(current.hook_ids)
             await self._publish_registry()
             await self._sync_sensor()
@@ -246,6 +268,8 @@ class PolicyEngine:
                     for c in _COUNTERS:
                         totals[c] += stats.get(c, 0)
             row["counters"] = totals
+            if applied is not None and applied.compiled.scope is not None and self.scopes:
+                row["scope"] = self.scopes.describe(key)
             rows.append(row)
         return rows
 
@@ -253,6 +277,21 @@ class PolicyEngine:
         return {n for n, s in self._status.items() if s.source == source}
 
     # -- internals ------------------------------------------------------------------
+    async def _scoped(self, compiled: CompiledPolicy) -> CompiledPolicy:
+        """A scoped policy's slots with its scope's new set (written first)."""
+        if compiled.scope is None:
+            return compiled
+        if self.scopes is None:
+            raise ApplyError("scoped policies need the container resolver (cgroup2 and runtime)")
+        scope = await self.scopes.prepare(compiled.name, compiled.scope)
+        hooks = tuple(
+            dataclasses.replace(
+                h, slots=tuple(dataclasses.replace(slot, scope=scope) for slot in h.slots)
+            )
+            for h in compiled.hooks
+        )
+        return dataclasses.replace(compiled, hooks=hooks)
+
     def _refused(
         self, name: str, source: str, revision: str, error: str, keep: bool = True
     ) -> PolicyStatus:

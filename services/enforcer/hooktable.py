@@ -86,6 +86,7 @@ class HookTable:
             maps["hook_stats"],
         )
         self._val = maps["val_match"]
+        self.scope_map = maps["scope_cgroups"]  # written by scopes.py
         self._bin_maps = (maps["bin_match"], maps["bin_state"])
         self._bins = BinarySets(*self._bin_maps)  # matchBinaries value sets (global)
         self._ncpus = bpfsys.possible_cpus()
@@ -223,7 +224,7 @@ class HookTable:
         return {n: sum(getattr(v, n) for v in values) for n in names}
 
     def close(self) -> None:
-        for m in (self._config, self._str, self._stats, self._val, *self._bin_maps):
+        for m in (self._config, self._str, self._stats, self._val, self.scope_map, *self._bin_maps):
             m.close()
 
     # -- private -----------------------------------------------------------------

@@ -14,18 +14,24 @@ import time
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from pydantic import ValidationError
 
 from schemas import codec, subjects
 from schemas.policy import PolicyError
+from schemas.raw import RawBatch, RawCgroup
 from services.common import bus, signing
+from services.common.cgroups import CgroupError
+from services.common.containers import ContainerResolver
 from services.common.errors import OcellusError
-from services.common.lifecycle import stop_on_signals
+from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
 from services.common.metrics import start_telemetry
 from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.engine import PolicyEngine, SignatureCheck
 from services.enforcer.hooktable import HookTable, HookTableError
+from services.enforcer.reactions import ReactionsFileWatch, Reactor, load_reactions
 from services.enforcer.registry import Registry
+from services.enforcer.scopes import ScopeManager
 from services.enforcer.settings import Settings
 from services.enforcer.sources import DirectorySource, KvSource, ModeSource
 from services.sensor import capabilities
@@ -45,6 +51,7 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     watchers: list[KvSource | ModeSource] = []
     table: HookTable | None = None
+    resolver: ContainerResolver | None = None
     telemetry = await start_telemetry(settings, "enforcer", nc)
     telemetry.check("policy maps found", lambda: table is not None)
     try:
@@ -56,6 +63,11 @@ async def run(
             await bus.key_value(nc, subjects.HOOK_BUCKET), settings.node_name, settings.retired_ttl
         )
         connect = ConnectRules.open(policy_pin_dir(settings.bpf_pin_dir, settings.node_name))
+        reactor = Reactor(
+            load_reactions(settings.reactions_file) if settings.reactions_file else None, None
+        )
+        resolver, scopes = await _scopes(settings, table)
+        reactor.scopes = scopes
         engine = PolicyEngine(
             table,
             registry,
@@ -63,8 +75,15 @@ async def run(
             caps,
             connect=connect,
             signatures=_signatures(nc, settings),
+            scopes=scopes,
         )
         adopted = await engine.adopt()
+        subs = []
+        if scopes is not None:
+            # Before any policy is placed: no container start goes unseen.
+            subs += await _follow_cgroups(nc, settings, scopes)
+            reconcile = scopes.run_reconcile(settings.scope_rescan_interval)
+            tasks.append(asyncio.create_task(reconcile, name="scope-reconcile"))
 
         # Modes first: a policy applied next already gets its runtime mode.
         modes = ModeSource(engine, await bus.key_value(nc, subjects.POLICY_MODE_BUCKET))
@@ -83,12 +102,17 @@ async def run(
             tasks.append(asyncio.create_task(kv_source.run(), name="policy-kv"))
         await engine.finish_adoption()
 
-        subs = [
+        subs += [
             await nc.subscribe(subjects.control("enforcer", settings.node_name, verb), cb=handler)
             for verb, handler in _handlers(nc, settings, engine).items()
         ]
-        tasks.append(asyncio.create_task(_report(nc, settings, engine, started), name="status"))
-        telemetry.status(lambda: _status(settings, engine, started))
+        if settings.reactions_file is not None and scopes is not None:
+            subs.append(await _follow_execs(nc, settings, reactor))
+            watch = _watch_reactions(ReactionsFileWatch(reactor, settings.reactions_file), settings)
+            tasks.append(asyncio.create_task(watch, name="reactions-file"))
+        report = _report(nc, settings, engine, started, reactor)
+        tasks.append(asyncio.create_task(report, name="status"))
+        telemetry.status(lambda: _status(settings, engine, started, reactor))
         telemetry.ready()  # maps found, policy sources loaded
         log.info(
             "enforcer running",
@@ -102,7 +126,7 @@ async def run(
         log.info("enforcer stopping")
         for sub in subs:
             await sub.unsubscribe()
-        await _publish_status(nc, settings, engine, started)
+        await _publish_status(nc, settings, engine, started, reactor)
     finally:
         await telemetry.stop()
         for task in tasks:
@@ -112,6 +136,8 @@ async def run(
         for watcher in watchers:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+        if resolver is not None:
+            await resolver.close()
         if table is not None:
             table.close()
         if own_nc:
@@ -159,6 +185,63 @@ def _signatures(nc: NATS, settings: Settings) -> SignatureCheck | None:
         await nc.publish(subjects.alerts(settings.node_name), codec.pack(body))
 
     return SignatureCheck(trusted, refused)
+
+
+async def _scopes(
+    settings: Settings, table: HookTable
+) -> tuple[ContainerResolver | None, ScopeManager | None]:
+    """The container resolver and the scope sets; (None, None) without cgroup2:
+    scoped policies are then refused, the others apply."""
+    resolver = ContainerResolver(
+        cgroup_root=settings.cgroup_root,
+        docker_socket=settings.docker_socket,
+        unresolved_ttl=0.05,  # scopes.py asks again within a second
+    )
+    try:
+        await resolver.start()
+    except CgroupError as e:
+        log.warning("scoped policies unavailable", reason=str(e))
+        return None, None
+    return resolver, ScopeManager(resolver, table.scope_map)
+
+
+async def _follow_cgroups(nc: NATS, settings: Settings, scopes: ScopeManager) -> list[Any]:
+    """The sensor's cgroup_mkdir / cgroup_rmdir records of this node."""
+    warned = RateLimitedLog(5.0)
+
+    async def on_cgroups(msg: Any) -> None:
+        try:
+            batch = RawBatch.model_validate(codec.unpack(msg.data))
+            records = [RawCgroup.model_validate(r) for r in batch.records]
+        except (codec.DecodeError, ValidationError) as e:
+            scopes.counters["malformed_cgroup_messages"] += 1
+            if warned.ready():
+                log.warning("dropping malformed cgroup records", reason=str(e)[:300])
+            return
+        for rec in records:
+            if batch.type == subjects.CGROUP_MKDIR:
+                await scopes.cgroup_created(rec.id, rec.path)
+            else:
+                scopes.cgroup_removed(rec.id, rec.path)
+
+    return [
+        await nc.subscribe(subjects.raw(settings.node_name, kind), cb=on_cgroups)
+        for kind in (subjects.CGROUP_MKDIR, subjects.CGROUP_RMDIR)
+    ]
+
+
+async def _follow_execs(nc: NATS, settings: Settings, reactor: Reactor) -> Any:
+    async def on_exec(msg: Any) -> None:
+        await reactor.handle(msg.data)
+
+    subject = subjects.events(settings.node_name, subjects.PROCESS_EXEC)
+    return await nc.subscribe(subject, cb=on_exec, pending_msgs_limit=65536)
+
+
+async def _watch_reactions(watch: ReactionsFileWatch, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.poll_interval)
+        watch.poll()
 
 
 def _first_id() -> int:
@@ -211,9 +294,11 @@ def _handlers(nc: NATS, settings: Settings, engine: PolicyEngine) -> dict[str, A
     return {"list": on_list, "check": on_check}
 
 
-def _status(settings: Settings, engine: PolicyEngine, started: float) -> dict[str, Any]:
+def _status(
+    settings: Settings, engine: PolicyEngine, started: float, reactor: Reactor
+) -> dict[str, Any]:
     """The heartbeat body (also what /metrics reads)."""
-    return {
+    body: dict[str, Any] = {
         "service": "enforcer",
         "node": settings.node_name,
         "time": time.time_ns(),
@@ -221,16 +306,23 @@ def _status(settings: Settings, engine: PolicyEngine, started: float) -> dict[st
         "policies": engine.statuses(),
         "sensor": engine.sensor_answered,
     }
+    if engine.scopes is not None:
+        body["scopes"] = dict(engine.scopes.counters)
+    if reactor.rules is not None:
+        body["reactions"] = reactor.status()
+    return body
 
 
 async def _publish_status(
-    nc: NATS, settings: Settings, engine: PolicyEngine, started: float
+    nc: NATS, settings: Settings, engine: PolicyEngine, started: float, reactor: Reactor
 ) -> None:
-    body = _status(settings, engine, started)
+    body = _status(settings, engine, started, reactor)
     await nc.publish(subjects.status("enforcer", settings.node_name), codec.pack(body))
 
 
-async def _report(nc: NATS, settings: Settings, engine: PolicyEngine, started: float) -> None:
+async def _report(
+    nc: NATS, settings: Settings, engine: PolicyEngine, started: float, reactor: Reactor
+) -> None:
     while True:
-        await _publish_status(nc, settings, engine, started)
+        await _publish_status(nc, settings, engine, started, reactor)
         await asyncio.sleep(settings.status_interval)

@@ -33,6 +33,18 @@ class Settings(PolicyMapsSettings):
     retired_ttl: float = Field(
         60.0, ge=0, description="seconds a removed hook id stays in the registry"
     )
+    reactions_file: Path | None = Field(
+        None, description="reactive enforcement rules (kind: Reactions), reloaded on change"
+    )
+    docker_socket: Path = Field(
+        Path("/var/run/docker.sock"), description="Docker Engine API socket (scoped policies)"
+    )
+    cgroup_root: Path | None = Field(
+        None, description="cgroup2 mount (default: found in /proc/self/mounts)"
+    )
+    scope_rescan_interval: float = Field(
+        30.0, gt=0, description="seconds between rescans of the cgroup tree for scoped policies"
+    )
     trusted_keys_dir: Path | None = Field(
         None,
         description="ed25519 public keys (*.pub) policies must be signed by; unset: no signing",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from schemas.events import Container, Image, Pod
 
 if TYPE_CHECKING:
-    from services.enricher.containers import ContainerInfo
+    from services.common.containers import ContainerInfo
 
 
 @dataclass(frozen=True, slots=True)

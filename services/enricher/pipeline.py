@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from schemas import codec, subjects
 from schemas.raw import RECORD_TYPES, RawBatch, RawExec, RawExit, RawHook, RecordFlag
+from services.common.containers import ContainerResolver
 from services.common.lifecycle import RateLimitedLog
 from services.common.logging import get_logger
 from services.enricher.cache import ProcessCache
-from services.enricher.containers import ContainerResolver
 from services.enricher.context import ContainerContext, context_of
 from services.enricher.holding import Holding
 from services.enricher.hookargs import convert_args

@@ -22,13 +22,13 @@ from nats.js.api import StorageType, StreamConfig
 from schemas import codec, subjects
 from schemas.events import EVENT_KINDS
 from services.common import bus
+from services.common.containers import ContainerResolver
 from services.common.hostfs import boot_time_ns, cgroup2_root
 from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
 from services.common.metrics import start_telemetry
 from services.enricher import procfs
 from services.enricher.cache import ProcessCache
-from services.enricher.containers import ContainerResolver
 from services.enricher.holding import Holding
 from services.enricher.hooks import HookRegistryView
 from services.enricher.pipeline import Pipeline, run_expiry

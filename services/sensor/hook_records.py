@@ -25,6 +25,7 @@ from services.sensor.proc_records import (
     NamespaceFilter,
     PidFilter,
     ProcFilter,
+    ScopeFilter,
     proc_filter_value,
 )
 
@@ -169,6 +170,12 @@ class ValKey(ct.Structure):
     ]
 
 
+class ScopeKey(ct.Structure):
+    """struct ocellus_scope_key: (scope id, cgroup id) in scope_cgroups."""
+
+    _fields_ = [("scope", ct.c_uint32), ("_pad", ct.c_uint32), ("cgroup_id", ct.c_uint64)]
+
+
 class HookStats(ct.Structure):
     _fields_ = [
         ("matched", ct.c_uint64),
@@ -204,6 +211,8 @@ POLICY_MAPS = (
     MapSpec(
         "connect_rules", 2, ct.c_uint32, ConnectRule, CONNECT_RULES, "OCELLUS_CONNECT_RULES_MAX"
     ),
+    # Scoped policies: (scope, cgroup id) of every cgroup in a scope's set (scopes.py).
+    MapSpec("scope_cgroups", 1, ScopeKey, ct.c_uint8, 65536, "OCELLUS_SCOPE_CGROUPS_MAX"),
 )
 POLICY_HEADER = Path(__file__).resolve().parents[2] / "bpf" / "lib" / "policy.h"
 
@@ -255,6 +264,8 @@ class SlotConfig:
     binary: BinaryFilter | None = None
     pids: PidFilter | None = None
     namespaces: tuple[NamespaceFilter, ...] = ()
+    # The policy's scope (set by the enforcer when it places the policy).
+    scope: ScopeFilter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +300,7 @@ def config_value(
     for i, arg in enumerate(args):
         cfg.args[i] = HookArg(arg.offset, arg.size, arg.read)
     _fill_filters(cfg, slot.filters)
-    cfg.proc = proc_filter_value(slot.binary, slot.pids, slot.namespaces, bin_bit)
+    cfg.proc = proc_filter_value(slot.binary, slot.pids, slot.namespaces, bin_bit, slot.scope)
     return cfg
 
 

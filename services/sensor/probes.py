@@ -4,6 +4,7 @@ compile, attach, seed, count, detach."""
 from __future__ import annotations
 
 import ctypes as ct
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,17 +122,29 @@ class ProcessProbes:
             self.bpf = None
 
 
+_LAYOUT_DIR = re.compile(r"[0-9a-f]{12}")  # hook_records.layout_id()
+_MAP_NAMES = {m.name for m in POLICY_MAPS}
+
+
 def prepare_pins(pin_dir: Path) -> None:
     """The pin directory exists; pins there that do not have the layout
     POLICY_MAPS says go (BCC would reuse them as they are); other layouts'
     directories of this node go too (no program of this version reads them)."""
     pin_dir.mkdir(parents=True, exist_ok=True)
     for sibling in pin_dir.parent.iterdir():
-        if sibling != pin_dir and sibling.is_dir():
-            for pin in sibling.iterdir():
-                pin.unlink()
-            sibling.rmdir()
-            log.warning("removed policy maps of another layout", path=str(sibling))
+        # Only what looks like another layout of ours (a layout id, holding
+        # nothing but our maps' names): never another tool's pins, whatever
+        # directory the settings point at.
+        if sibling == pin_dir or not _LAYOUT_DIR.fullmatch(sibling.name) or not sibling.is_dir():
+            continue
+        pins = list(sibling.iterdir())
+        if any(p.name not in _MAP_NAMES or p.is_dir() for p in pins):
+            log.warning("left a layout-like directory with foreign pins", path=str(sibling))
+            continue
+        for pin in pins:
+            pin.unlink()
+        sibling.rmdir()
+        log.warning("removed policy maps of another layout", path=str(sibling))
     for spec in POLICY_MAPS:
         pin = pin_dir / spec.name
         if not pin.exists():

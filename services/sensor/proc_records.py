@@ -68,7 +68,8 @@ class ProcFilter(ct.Structure):
         ("pid_flags", ct.c_uint8),
         ("npids", ct.c_uint8),
         ("nns", ct.c_uint8),
-        ("_pad", ct.c_uint8 * 3),
+        ("scope_flags", ct.c_uint8),
+        ("scope", ct.c_uint16),
         ("pids", ct.c_uint32 * HOOK_PIDS),
         ("ns", NsFilter * HOOK_NS_FILTERS),
     ]
@@ -120,14 +121,31 @@ class NamespaceFilter:
     negate: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeFilter:
+    """A policy's scope (podSelector, containerSelector, ...): its cgroup set in
+    scope_cgroups; ``negate``: the policy applies outside the set (the host
+    included, the set holding the containers left out)."""
+
+    scope: int  # 1 .. SCOPE_IDS - 1
+    negate: bool = False
+
+
+SCOPE_IDS = 1 << 16  # ocellus_proc_filter.scope is a __u16; 0 is never used
+
+
 def proc_filter_value(
     binary: BinaryFilter | None,
     pids: PidFilter | None,
     namespaces: tuple[NamespaceFilter, ...],
     bin_bit: int | None,
+    scope: ScopeFilter | None = None,
 ) -> ProcFilter:
     """The hook_config .proc of one slot; ``bin_bit``: the bit of its binary set."""
     pf = ProcFilter()
+    if scope is not None:
+        pf.scope_flags = _flags(negate=scope.negate, follow=False)
+        pf.scope = scope.scope
     if binary is not None:
         if bin_bit is None:
             raise ValueError("a matchBinaries filter needs the bit of its value set")

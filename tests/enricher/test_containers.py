@@ -15,20 +15,20 @@ from typing import Any
 
 import pytest
 
-from services.enricher.cgroups import (
+from services.common.cgroups import (
     CgroupContainer,
     find_cgroup2_root,
     is_container_root,
     parse_container_cgroup,
     scan_cgroup_tree,
 )
-from services.enricher.containers import (
+from services.common.containers import (
     ContainerInfo,
     ContainerResolver,
     PodInfo,
     container_info_from_docker,
 )
-from services.enricher.docker import parse_docker_time
+from services.common.docker import parse_docker_time
 from tests.docker_fixtures import DockerDaemon
 
 ID = "4f1c0a5e3b2d" + "9" * 52  # 64 lowercase hex

@@ -644,7 +644,7 @@ BAD_POLICIES = [
         [
             "spec.podSelector.matchExpressions[0].values: operator In needs at least one value",
             "spec.containerSelector.matchLabels: key 'image' is not supported; containers are "
-            "selected by 'name'",
+            "selected by 'name' or 'repo'",
         ],
         id="label-selectors",
     ),

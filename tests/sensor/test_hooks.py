@@ -5,6 +5,7 @@ real ring buffer and decoded as the sensor does."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -113,6 +114,45 @@ def test_hook_not_prefix_and_equal(engine: Engine, tmp_path: Path) -> None:
         assert not [
             r for r in engine.hooks if r["hook_id"] == hook_id and r["args"][0] != str(keep)
         ]
+    finally:
+        engine.table.detach(hook_id)
+
+
+def test_hook_selectors_share_one_read_of_the_path(engine: Engine, tmp_path: Path) -> None:
+    """Selectors of one hook filtering the same string arg (read once per event, looked
+    up in place): the first that matches reports, with every arg; an int filter ahead of a
+    string one; a path longer than the read matches a Prefix on its start, cut to 255."""
+    planned, _ = engine.plan(OPENAT)
+    target, other = tmp_path / "shared", tmp_path / "sharedx"
+    deep = tmp_path / ("d" * 200) / ("e" * 100)
+    deep.mkdir(parents=True)
+    long_file = deep / "f"
+    for f in (target, other, long_file):
+        f.write_text("x")
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW  # os.open adds O_CLOEXEC anyway
+    slots = [
+        SlotConfig(0, (FilterConfig(0, FilterOp.STR_PREFIX, strings=(b"/nonexistent-ocellus/",)),)),
+        SlotConfig(
+            1,
+            (
+                FilterConfig(1, FilterOp.EQUAL, ints=(flags,)),
+                FilterConfig(0, FilterOp.STR_EQUAL, strings=(str(target).encode(),)),
+            ),
+        ),
+        SlotConfig(2, (FilterConfig(0, FilterOp.STR_PREFIX, strings=(str(deep).encode()[:240],)),)),
+    ]
+    hook_id = engine.table.attach(planned, slots)
+    code = "import os,sys; [os.close(os.open(p, int(sys.argv[1]))) for p in sys.argv[2:]]"
+    try:
+        run(sys.executable, "-c", code, str(flags), str(other), str(target), str(long_file))
+        run(sys.executable, "-c", code, str(os.O_RDONLY), str(target))
+        found = engine.wait(lambda r: r["hook_id"] == hook_id and r["selector"] == 2)
+        mine = [r for r in engine.hooks if r["hook_id"] == hook_id]
+        assert [(r["selector"], r["args"]) for r in mine if r["selector"] == 1] == [
+            (1, [str(target), flags])
+        ]
+        assert [r["args"] for r in found] == [[str(long_file)[:255], flags]]
+        assert not [r for r in mine if r["args"][0] == str(other)]
     finally:
         engine.table.detach(hook_id)
 

@@ -39,6 +39,7 @@ STRUCTS = {
     "ocellus_bin_state": pr.BinState,
     "ocellus_hook_item": hr.HookItem,
     "ocellus_connect_rule": cr.ConnectRule,
+    "ocellus_scope_key": hr.ScopeKey,
 }
 CONSTANTS = {
     "OCELLUS_RECORD_VERSION": records.RECORD_VERSION,

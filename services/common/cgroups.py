@@ -17,7 +17,7 @@ from services.common.errors import OcellusError
 from services.common.lifecycle import RateLimitedLog
 from services.common.logging import get_logger
 
-log = get_logger("ocellus.enricher.cgroups")
+log = get_logger("ocellus.cgroups")
 
 PROC_MOUNTS = Path("/proc/self/mounts")
 
@@ -196,6 +196,14 @@ class CgroupIndex:
         self._removed.pop(cgroup_id, None)  # re-inserted at the end: expiry order
         self._removed[cgroup_id] = (path, now + self.deleted_grace)
         self._prune(now)
+
+    def snapshot(self) -> dict[int, str]:
+        """Every live cgroup: id → path."""
+        return dict(self._live)
+
+    async def rescan(self) -> None:
+        """Walk the tree again now (a consumer that may have missed mkdir/rmdir)."""
+        await self._scan_started_after(time.monotonic())
 
     def lookup(self, cgroup_id: int) -> str | None:
         """The path if the index knows it now; no rescan."""

@@ -13,18 +13,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from services.common.lifecycle import RateLimitedLog
-from services.common.logging import get_logger
-from services.enricher.cgroups import (
+from services.common.cgroups import (
     CgroupContainer,
     CgroupIndex,
     find_cgroup2_root,
     is_container_root,
     parse_container_cgroup,
 )
-from services.enricher.docker import DockerClient, DockerUnavailableError, parse_docker_time
+from services.common.docker import DockerClient, DockerUnavailableError, parse_docker_time
+from services.common.lifecycle import RateLimitedLog
+from services.common.logging import get_logger
 
-log = get_logger("ocellus.enricher.containers")
+log = get_logger("ocellus.containers")
 
 DEFAULT_DOCKER_SOCKET = Path("/var/run/docker.sock")
 # The runtime of a kubepods cgroupfs path ("/kubepods/<qos>/pod<uid>/<id>"),
@@ -125,7 +125,8 @@ class _CachedContainer:
 
 
 class ContainerResolver:
-    """Answers "which container is cgroup id N in?" for the enricher.
+    """Answers "which container is cgroup id N in?" for the enricher (events)
+    and the enforcer (scoped policies).
 
     Container info is cached by id for ``ttl`` seconds (``unresolved_ttl`` for
     ids the runtime did not know or could not be asked about, so a dead daemon
@@ -202,6 +203,14 @@ class ContainerResolver:
             # Remember it for the grace period and no longer: asking the runtime
             # again about a removed container would only get a 404.
             cached.expires = time.monotonic() + self.deleted_grace
+
+    def cgroups(self) -> dict[int, str]:
+        """Every cgroup the index knows now: id → path."""
+        return self._started_index().snapshot()
+
+    async def rescan(self) -> None:
+        """Walk the cgroup tree again (bounded by ``rescan_min_interval``)."""
+        await self._started_index().rescan()
 
     async def cgroup_path(self, cgroup_id: int) -> str | None:
         """The cgroup's path below the cgroup2 root ("/" for the root itself),
