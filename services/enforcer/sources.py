@@ -97,8 +97,8 @@ class DirectorySource:
         self._engine.forget_error(source)
 
 
-class KvSource:
-    """Cluster-wide policies: key = policy name, value = its YAML."""
+class _KvFollower:
+    """A KV bucket applied as it is now (start), then followed (run)."""
 
     def __init__(self, engine: PolicyEngine, kv: KeyValue) -> None:
         self._engine = engine
@@ -122,41 +122,34 @@ class KvSource:
             await self._watcher.stop()
 
     async def _entry(self, entry: KeyValue.Entry) -> None:
-        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+        raise NotImplementedError
+
+
+def _deleted(entry: KeyValue.Entry) -> bool:
+    return entry.operation in (KV_DEL, KV_PURGE) or not entry.value
+
+
+class KvSource(_KvFollower):
+    """Cluster-wide policies: key = policy name, value = its YAML."""
+
+    async def _entry(self, entry: KeyValue.Entry) -> None:
+        if _deleted(entry):
             await self._engine.remove(entry.key, KV_SOURCE)
             self._engine.forget_error(entry.key)
             return
+        assert entry.value is not None
         await self._engine.apply(KV_SOURCE, entry.value, expected_name=entry.key)
 
 
-class ModeSource:
+class ModeSource(_KvFollower):
     """Runtime modes (`ocellus policy mode`): key = policy name, value =
     enforce | monitor; a deleted key gives the policy its own mode back."""
 
-    def __init__(self, engine: PolicyEngine, kv: KeyValue) -> None:
-        self._engine = engine
-        self._kv = kv
-        self._watcher: KeyValue.KeyWatcher | None = None
-
-    async def start(self) -> None:
-        self._watcher = await self._kv.watchall()
-        while (entry := await self._watcher.updates(timeout=30)) is not None:
-            await self._entry(entry)
-
-    async def run(self) -> None:
-        assert self._watcher is not None, "start() first"
-        async for entry in self._watcher:
-            if entry is not None:
-                await self._entry(entry)
-
-    async def stop(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.stop()
-
     async def _entry(self, entry: KeyValue.Entry) -> None:
-        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+        if _deleted(entry):
             await self._engine.set_mode(entry.key, None)
             return
+        assert entry.value is not None
         mode = entry.value.decode(errors="replace")
         if mode not in MODES:
             log.warning("ignoring an unknown policy mode", policy=entry.key, mode=mode)

@@ -22,9 +22,15 @@ import pytest
 from schemas.policy import PolicyError
 from services.enforcer.compiled import compile_policy
 from services.sensor import capabilities
-from tests.conftest import ServiceProcess, start_enricher
+from tests.conftest import ServiceProcess
+from tests.enforcer.enforcer_process import (
+    cli,
+    policies,
+    running_enforcer,
+    sensor_state,
+    wait_until,
+)
 from tests.enforcer.test_enforcement_e2e import events, find  # noqa: F401 - events: a fixture
-from tests.enforcer.test_enforcer_e2e import NODE, cli, policies, sensor_state, wait_until
 
 pytestmark = [pytest.mark.bpf]
 
@@ -78,20 +84,9 @@ def enforcer(
     policy_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-    }
-    service = ServiceProcess("enforcer", env, tmp_path_factory.mktemp("enf") / "enforcer.log")
-    service.wait_for_log('"enforcer running"')
-    enricher = start_enricher(module_nats_url, tmp_path_factory.mktemp("enr") / "enricher.log")
-    yield service
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed")
-    assert enricher.stop() == 0, enricher.log()
-    assert service.stop() == 0, service.log()
+    logs = tmp_path_factory.mktemp("enf")
+    with running_enforcer(module_nats_url, policy_dir, logs, enricher=True) as service:
+        yield service
 
 
 def _listener(family: socket.AddressFamily, host: str, port: int) -> socket.socket:

@@ -18,8 +18,8 @@ import nats
 import pytest
 
 from schemas import codec, subjects
-from tests.conftest import ServiceProcess, start_enricher
-from tests.enforcer.test_enforcer_e2e import NODE, cli, policies, wait_until
+from tests.conftest import ServiceProcess
+from tests.enforcer.enforcer_process import NODE, cli, policies, running_enforcer, wait_until
 
 pytestmark = [pytest.mark.bpf]
 
@@ -63,20 +63,9 @@ def enforcer(
     policy_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-    }
-    service = ServiceProcess("enforcer", env, tmp_path_factory.mktemp("enf") / "enforcer.log")
-    service.wait_for_log('"enforcer running"')
-    enricher = start_enricher(module_nats_url, tmp_path_factory.mktemp("enr") / "enricher.log")
-    yield service
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed")
-    assert enricher.stop() == 0, enricher.log()
-    assert service.stop() == 0, service.log()
+    logs = tmp_path_factory.mktemp("enf")
+    with running_enforcer(module_nats_url, policy_dir, logs, enricher=True) as service:
+        yield service
 
 
 @pytest.fixture

@@ -5,10 +5,6 @@ real processes tripping them, the sensor's raw hook records as the proof."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,34 +13,21 @@ from typing import Any
 import nats
 import pytest
 
-from schemas import codec, subjects
+from schemas import subjects
 from schemas.hooks import HookRegistry
-from tests.conftest import REPO, RawCollector, ServiceProcess
+from tests.conftest import RawCollector, ServiceProcess
+from tests.enforcer.enforcer_process import (
+    NODE,
+    cat,
+    cli,
+    file_policy,
+    policies,
+    running_enforcer,
+    sensor_state,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.bpf]
-NODE = "test.node"  # the sensor fixture's
-
-
-def file_policy(name: str, prefix: str, operator: str = "Prefix") -> str:
-    return f"""apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  kprobes:
-  - call: sys_openat
-    syscall: true
-    args:
-    - index: 1
-      type: string
-    - index: 2
-      type: int
-    selectors:
-    - matchArgs:
-      - index: 1
-        operator: {operator}
-        values: ["{prefix}"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -59,65 +42,12 @@ def enforcer(
     policy_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_STATUS_INTERVAL": "0.5",
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-    }
-    log = tmp_path_factory.mktemp("enforcer") / "enforcer.log"
-    service = ServiceProcess("enforcer", env, log)
-    service.wait_for_log('"enforcer running"')
-    yield service
-    # Leave no policy behind in the maps other modules' sensors will load.
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed")
-    assert service.stop() == 0, service.log()
-
-
-def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OCELLUS_NATS_URL": nats_url, "OCELLUS_NODE_NAME": NODE}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "policy", *args],
-        capture_output=True, text=True, env=env, timeout=30, cwd=REPO,
-    )  # fmt: skip
-
-
-def policies(nats_url: str) -> dict[str, dict[str, Any]]:
-    out = cli(nats_url, "list", "--json")
-    assert out.returncode == 0, out.stderr
-    return {row["name"]: row for row in map(json.loads, out.stdout.splitlines())}
-
-
-def wait_until(pred: Any, what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    with running_enforcer(module_nats_url, policy_dir, tmp_path_factory.mktemp("enf")) as s:
+        yield s
 
 
 def opened(raw: RawCollector, path: str) -> list[dict[str, Any]]:
     return raw.of(subjects.PROCESS_HOOK, lambda r: r["args"][0] == path and r["comm"] == "cat")
-
-
-async def cat(path: str | Path) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        "cat", str(path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    await proc.wait()
-    return proc.pid
-
-
-async def sensor_state(nats_url: str) -> dict[str, Any]:
-    nc = await nats.connect(nats_url)
-    try:
-        msg = await nc.request(subjects.control("sensor", NODE, "sync_hooks"), b"", timeout=5)
-        return codec.unpack(msg.data)
-    finally:
-        await nc.close()
 
 
 async def test_directory_policy_reports_etc_not_tmp_then_edit_flips_it(

@@ -11,7 +11,7 @@ import pytest
 
 from schemas import subjects
 from tests.conftest import RawCollector, ServiceProcess
-from tests.enforcer.test_enforcer_e2e import NODE, cat, file_policy, policies, wait_until
+from tests.enforcer.enforcer_process import NODE, cat, file_policy, policies, wait_until
 
 pytestmark = [pytest.mark.bpf]
 

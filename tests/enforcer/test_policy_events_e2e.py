@@ -21,7 +21,7 @@ import pytest
 from schemas import codec, subjects
 from schemas.events import BPF_CMDS, GetEventsResponse
 from tests.conftest import REPO, ServiceProcess, start_enricher
-from tests.enforcer.test_enforcer_e2e import NODE, policies, wait_until
+from tests.enforcer.enforcer_process import NODE, policies, running_enforcer, wait_until
 from tests.policies.triggers import TRIGGERS
 
 pytestmark = [pytest.mark.bpf]
@@ -36,18 +36,8 @@ def enforcer(
     policy_dir = tmp_path_factory.mktemp("deploy-policies")
     for f in DEPLOY_POLICIES.glob("*.yaml"):
         shutil.copy(f, policy_dir)
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-    }
-    service = ServiceProcess("enforcer", env, tmp_path_factory.mktemp("enf") / "enforcer.log")
-    service.wait_for_log('"enforcer running"')
-    yield policy_dir
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed", timeout=20)
-    assert service.stop() == 0, service.log()
+    with running_enforcer(module_nats_url, policy_dir, tmp_path_factory.mktemp("enf")):
+        yield policy_dir
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from schemas.events import parse_timestamp
 from services.enforcer.reactions import ReactionsError, load_reactions
 from tests.conftest import ServiceProcess, start_enricher
 from tests.docker_fixtures import DockerDaemon
-from tests.enforcer.test_enforcer_e2e import NODE, policies, wait_until
+from tests.enforcer.enforcer_process import NODE, policies, wait_until
 from tests.enforcer.test_scoping import (
     RUN_ID,
     SECRET,

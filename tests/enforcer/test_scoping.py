@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ServiceProcess
 from tests.docker_fixtures import DockerDaemon
-from tests.enforcer.test_enforcer_e2e import NODE, policies, wait_until
+from tests.enforcer.enforcer_process import NODE, policies, wait_until
 
 pytestmark = [pytest.mark.bpf, pytest.mark.docker]
 

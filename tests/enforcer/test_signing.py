@@ -13,12 +13,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
-from schemas import codec, subjects
+from schemas import subjects
 from tests.conftest import REPO, ServiceProcess
-from tests.enforcer.test_enforcer_e2e import NODE, file_policy, policies, wait_until
+from tests.enforcer.enforcer_process import (
+    NODE,
+    collected,
+    file_policy,
+    policies,
+    running_enforcer,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.bpf]
 
@@ -57,33 +63,16 @@ def enforcer(
     keys: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-        "OCELLUS_ENFORCER_TRUSTED_KEYS_DIR": str(keys["ops"].parent),
-    }
-    service = ServiceProcess("enforcer", env, tmp_path_factory.mktemp("enf") / "enforcer.log")
-    service.wait_for_log('"enforcer running"')
-    yield service
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed")
-    assert service.stop() == 0, service.log()
+    trusted = {"OCELLUS_ENFORCER_TRUSTED_KEYS_DIR": str(keys["ops"].parent)}
+    logs = tmp_path_factory.mktemp("enf")
+    with running_enforcer(module_nats_url, policy_dir, logs, **trusted) as service:
+        yield service
 
 
 @pytest.fixture
 async def alerts(module_nats_url: str) -> AsyncIterator[list[dict[str, Any]]]:
-    got: list[dict[str, Any]] = []
-
-    async def on_alert(msg: Any) -> None:
-        got.append(codec.unpack(msg.data))
-
-    nc = await nats.connect(module_nats_url)
-    await nc.subscribe(subjects.alerts(NODE), cb=on_alert)
-    await nc.flush()
-    yield got
-    await nc.close()
+    async with collected(module_nats_url, subjects.alerts(NODE)) as got:
+        yield got
 
 
 def signed(path: Path, key: Path, name: str) -> Path:
@@ -122,12 +111,15 @@ async def test_signed_policy_applies_and_the_rest_is_refused_with_an_audit_event
         row = wait_until(lambda n=name: policies(module_nats_url).get(n), f"{name} listed")
         assert row["state"] == "error" and why in row["error"], row
         assert not row["hooks"]
+    def audited() -> dict[str, dict[str, Any]]:
+        # The sensor's watchdog reports on this subject too (kind bpf_program, ...).
+        return {a["message"].split("'")[1]: a for a in alerts if a["kind"] == "policy_signature"}
+
     for _ in range(50):
-        if len({a["message"].split("'")[1] for a in alerts}) >= 3:
+        if len(audited()) >= 3:
             break
         await asyncio.sleep(0.1)
-    audited = {a["message"].split("'")[1]: a for a in alerts if a["kind"] == "policy_signature"}
-    assert set(audited) >= set(expected), alerts
+    assert set(audited()) >= set(expected), alerts
     assert policies(module_nats_url)["good-signed"]["state"] == "applied"
 
 
