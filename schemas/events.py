@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.capabilities import CAPABILITY_NAMES
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 TIMESTAMP_MIN_NS = -62_135_596_800 * 10**9
@@ -123,51 +125,6 @@ Timestamp = Annotated[
     Field(ge=TIMESTAMP_MIN_NS, le=TIMESTAMP_MAX_NS),
 ]
 
-# tetragon.CapabilitiesType: the index is the capability number. Value 1 really is
-# "DAC_OVERRIDE" (no CAP_ prefix) in Tetragon's proto.
-CAPABILITY_NAMES = (
-    "CAP_CHOWN",
-    "DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-)
 # tetragon.SecureBitsType: the index is the bit number (value 1 << index); 0 is "SecBitNotSet".
 SECURE_BIT_NAMES = (
     "SecBitNoRoot",

@@ -12,7 +12,7 @@ import re
 import stat
 from collections.abc import Callable
 
-from schemas.events import CAPABILITY_NAMES
+from schemas.capabilities import CAPABILITY_NAMES
 
 from .limits import LIMITS
 

@@ -19,7 +19,7 @@ from schemas import subjects
 from schemas.policy import PolicyError, load_policy
 from services.cli.settings import Settings
 from services.common import bus, signing
-from services.enforcer.compiled import revision_of
+from services.enforcer.revision import revision_of
 
 EXIT_REFUSED, EXIT_NO_ENFORCER = 1, 3
 
@@ -222,8 +222,8 @@ async def _list(nc: NATS, node: str, *, as_json: bool) -> int:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "NAME", "STATE", "MODE", "HOOKS", "MATCHED", "POSTED", "SIGNALLED", "DENIED", "SOURCE",
-        "ERROR",
+        "NAME", "STATE", "MODE", "HOOKS", "MATCHED", "POSTED", "SIGNALLED", "MONITORED",
+        "DENIED", "RATELIMITED", "SOURCE", "ERROR",
     )  # fmt: skip
     lines = [head]
     for r in rows:
@@ -238,7 +238,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
                 str(c.get("matched", 0)),
                 str(c.get("posted", 0)),
                 str(c.get("signalled", 0)),
+                str(c.get("monitored", 0)),
                 str(c.get("denied", 0)),
+                str(c.get("ratelimited", 0)),
                 r["source"],
                 error[0][:80] + (" …" if len(error) > 1 or len(error[0]) > 80 else "")
                 if error

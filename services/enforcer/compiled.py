@@ -5,7 +5,6 @@ engine applies a CompiledPolicy as a whole or not at all."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +15,7 @@ from schemas.policy.hooks import AnyHook
 from services.enforcer.compile import compile_selectors
 from services.enforcer.connect_rules import ConnectRuleSpec, compile_connect_rules, connect_note
 from services.enforcer.plan import FormatReader, PlannedHook, plan_hooks
+from services.enforcer.revision import revision_of
 from services.enforcer.scope_spec import ScopeSpec, scope_of
 from services.enforcer.syscalls import syscall_lists
 from services.sensor.hook_records import Action, SlotConfig
@@ -82,11 +82,6 @@ class CompiledPolicy:
     @property
     def shape(self) -> tuple[object, ...]:
         return tuple(h.shape for h in self.hooks)
-
-
-def revision_of(text: str | bytes) -> str:
-    data = text.encode() if isinstance(text, str) else text
-    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def compile_policy(
