@@ -138,6 +138,13 @@ static __always_inline void write_arg(struct hook_scratch *s, void *ctx,
 	if (flags & OCELLUS_AF_FAULT)
 		s->rec.fixed.hdr.flags |= OCELLUS_F_ARGS_FAULT;
 	s->pos = pos + sizeof(*item) + n;
+	/* Its first bytes are part of the rate_limit key (used with rate_ns
+	 * only). Last, with the length read back from map memory: bounding the
+	 * live `n` split the verifier's states at every arg (1M+ instructions). */
+	__u32 m = *(volatile __u16 *)&item->len;
+	if (m > OCELLUS_RATE_ARG_BYTES)
+		m = OCELLUS_RATE_ARG_BYTES;
+	bpf_probe_read_kernel(&s->rkey.data[k * OCELLUS_RATE_ARG_BYTES], m, out);
 }
 
 static __always_inline int cmp_one(__u8 op, int is_unsigned, __s64 v, __s64 x)
@@ -339,6 +346,29 @@ static __always_inline int slot_matches(void *ctx, struct hook_scratch *s,
 	return 1;
 }
 
+/* Post rateLimit: whether this record repeats one posted less than
+ * c->rate_ns ago by the same thread, process or anyone (rate_scope), for the
+ * same hook, selector and args (s->rkey.data, filled by write_arg). If not,
+ * this record is the one the window starts with. */
+static __always_inline int rate_limited(struct hook_scratch *s, struct ocellus_hook_config *c)
+{
+	struct ocellus_rate_key *k = &s->rkey;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u8 scope = c->rate_scope;
+
+	k->hook_id = c->hook_id;
+	k->selector = c->selector;
+	k->scope = scope;
+	k->_pad = 0;
+	k->id = scope == OCELLUS_RATE_THREAD ? (__u32)id : scope == OCELLUS_RATE_PROCESS ? id >> 32 : 0;
+	__u64 *last = rate_limit_get(k);
+	if (last && now - *last < c->rate_ns)
+		return 1;
+	rate_limit_set(k, now);
+	return 0;
+}
+
 /* Evaluates the slot's filters (reading the args they look at); on a match
  * posts (reading the rest of its args) and signals as configured. Returns
  * 1 on a match. */
@@ -354,12 +384,16 @@ static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 
 	__u32 hook_id = c->hook_id;
 	struct ocellus_hook_stats *st = hook_stats_get(hook_id);
-	if (st)
+	if (st) {
 		st->matched += 1;
+		if (c->flags & OCELLUS_HF_MONITORED)
+			st->monitored += 1;
+	}
 	if (c->flags & OCELLUS_HF_POST) {
 		struct ocellus_hook_fixed *fx = &s->rec.fixed;
 		s->pos = 0;
 		fx->hdr.flags = 0;
+		__builtin_memset(s->rkey.data, 0, sizeof(s->rkey.data));
 		for (__u32 i = 0; i < OCELLUS_HOOK_ARGS; i++) {
 			if (i >= c->nargs)
 				break;
@@ -377,7 +411,10 @@ static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 		fx->kflags = 0;
 		__u32 len = s->pos & HOOK_DATA_MASK;
 		fx->args_len = len;
-		if (c->flags & OCELLUS_HF_RETURN)
+		if (c->rate_ns && rate_limited(s, c)) {
+			if (st)
+				st->ratelimited += 1;
+		} else if (c->flags & OCELLUS_HF_RETURN)
 			hook_pending_keep(s, slot);  /* posted by sys_exit_* (hook_return.bpf.c) */
 		else if (emit(&s->rec, sizeof(*fx) + len) == 0 && st)
 			st->posted += 1;

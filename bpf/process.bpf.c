@@ -24,6 +24,9 @@
 #ifndef OCELLUS_PENDING_MAX
 #define OCELLUS_PENDING_MAX 4096           /* threads inside a `return: true` hooked syscall */
 #endif
+#ifndef OCELLUS_RATE_LIMIT_MAX
+#define OCELLUS_RATE_LIMIT_MAX 16384       /* Post rateLimit windows open at once (LRU) */
+#endif
 
 #define CLONE_THREAD_FLAG 0x00010000
 #define CLONE_PARENT_FLAG 0x00008000
@@ -404,6 +407,20 @@ BPF_PERCPU_ARRAY(hook_scratch, struct hook_scratch, 1);
  * it does not outlive them. Allocated per entry (a record is ~2.4 KB). */
 BPF_F_TABLE("hash", struct hook_pending_key, struct hook_record, hook_pending,
 	    OCELLUS_PENDING_MAX, BPF_F_NO_PREALLOC);
+
+/* Post rateLimit windows (generic.bpf.c rate_limited): not pinned, like
+ * hook_pending; least recently used keys go first when it is full. */
+BPF_TABLE("lru_hash", struct ocellus_rate_key, __u64, rate_limit, OCELLUS_RATE_LIMIT_MAX);
+
+static __always_inline __u64 *rate_limit_get(struct ocellus_rate_key *k)
+{
+	return rate_limit.lookup(k);
+}
+
+static __always_inline void rate_limit_set(struct ocellus_rate_key *k, __u64 now)
+{
+	rate_limit.update(k, &now);
+}
 
 static __always_inline struct ocellus_hook_config *hook_config_get(struct ocellus_hook_key *k)
 {

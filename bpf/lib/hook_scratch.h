@@ -15,6 +15,20 @@
 /* What identifies an arg's read: the same field read the same way. */
 #define HOOK_ARG_TAG(a) ((__u32)(a)->offset | (__u32)(a)->read << 16 | (__u32)(a)->size << 24)
 
+/* rate_limit key (LRU hash, kernel only; the value is the ktime of the last
+ * record posted): as Tetragon, the first OCELLUS_RATE_ARG_BYTES bytes of each
+ * arg as posted are part of the key, so a repeat is the same call with the
+ * same args. */
+#define OCELLUS_RATE_ARG_BYTES 40
+struct ocellus_rate_key {
+	__u32 hook_id;
+	__u8  selector;
+	__u8  scope;         /* enum ocellus_rate_scope */
+	__u16 _pad;
+	__u64 id;            /* the thread id, the process id (tgid), or 0: global */
+	__u8  data[OCELLUS_HOOK_ARGS * OCELLUS_RATE_ARG_BYTES];
+};
+
 struct hook_record {
 	struct ocellus_hook_fixed fixed;
 	char data[HOOK_DATA_SIZE];
@@ -52,6 +66,9 @@ struct hook_scratch {
 	/* In map memory: a key on the stack, written on one path only, split
 	 * the verifier's states (+320k instructions). */
 	struct hook_pending_key pkey;
+	/* Written by write_arg at data[arg * 40] (arg masked to 7: room for 8). */
+	struct ocellus_rate_key rkey;
+	__u8 rkey_tail[(HOOK_ARG_MASK + 1 - OCELLUS_HOOK_ARGS) * OCELLUS_RATE_ARG_BYTES];
 	__s64 ival[HOOK_ARG_MASK + 1];  /* each arg's integer value */
 	__u32 arg_tag[HOOK_ARG_MASK + 1];   /* which field arg[i] holds: HOOK_ARG_TAG */
 	__u32 arg_len[HOOK_ARG_MASK + 1];   /* its bytes (a string's without the NUL) */

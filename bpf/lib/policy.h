@@ -85,6 +85,15 @@ enum ocellus_action {
 #define OCELLUS_HF_POST (1 << 0)     /* ocellus_hook_config.flags: emit a record */
 #define OCELLUS_HF_RETURN (1 << 1)   /* return: true: the record waits in hook_pending for sys_exit_* */
 #define OCELLUS_HF_EXIT (1 << 2)     /* the sys_exit_* side of a return: true hook (matchReturnArgs) */
+#define OCELLUS_HF_MONITORED (1 << 3) /* monitor mode: enforce mode would signal or deny; a match counts `monitored` */
+
+/* Post's rateLimitScope (ocellus_hook_config.rate_scope): whose repeats a
+ * rate-limited post suppresses. Tetragon's default is the thread. */
+enum ocellus_rate_scope {
+	OCELLUS_RATE_THREAD = 0,
+	OCELLUS_RATE_PROCESS = 1,
+	OCELLUS_RATE_GLOBAL = 2,
+};
 
 struct ocellus_hook_key {
 	__u32 tp_id;         /* the tracepoint's tracefs id (the attachment's BPF cookie) */
@@ -207,8 +216,11 @@ struct ocellus_hook_config {
 	__u8  action;        /* enum ocellus_action, as reported */
 	__u8  flags;         /* OCELLUS_HF_* */
 	__u8  gen;           /* str_match generation in use (see str_match key) */
-	__u16 _pad;
+	__u8  rate_scope;    /* enum ocellus_rate_scope (with rate_ns) */
+	__u8  _pad;
 	__u32 signal;        /* bpf_send_signal() on a match; 0: none */
+	__u64 rate_ns;       /* Post rateLimit: at most one record per this many ns per
+			      * (hook, selector, scope, args); 0: every match posts */
 	struct ocellus_hook_arg args[OCELLUS_HOOK_ARGS];
 	struct ocellus_hook_filter filters[OCELLUS_HOOK_FILTERS];
 	struct ocellus_proc_filter proc;
@@ -250,6 +262,8 @@ struct ocellus_hook_stats {
 	__u64 signalled;     /* signals sent (Sigkill, Signal) */
 	__u64 filtered;      /* events no selector of the hook matched */
 	__u64 denied;        /* connects denied (Override: connect.bpf.c) */
+	__u64 ratelimited;   /* records a Post rateLimit suppressed */
+	__u64 monitored;     /* monitor mode: matches enforce mode would have signalled or denied */
 };
 
 /* OCELLUS_OP_HOOK record: the fixed part, then args_len bytes of nargs

@@ -58,6 +58,12 @@ FAMILIES = {
         Family("ocellus_policy_signalled_total", "counter", "signals a policy sent"),
         Family("ocellus_policy_filtered_total", "counter", "hook hits filtered out in the kernel"),
         Family("ocellus_policy_denied_total", "counter", "connects a policy denied (Override)"),
+        Family("ocellus_policy_ratelimited_total", "counter", "posts a rateLimit suppressed"),
+        Family(
+            "ocellus_policy_monitored_total",
+            "counter",
+            "monitor mode: matches that would have signalled or denied",
+        ),
         Family("ocellus_enforcer_sensor_answered", "gauge", "1 when the sensor answered a sync"),
         Family("ocellus_bpf_stats_enabled", "gauge", "1 while kernel.bpf_stats_enabled is on"),
         Family("ocellus_bpf_program_runs_total", "counter", "runs of a BPF program"),
@@ -92,7 +98,9 @@ _EXPORTER_DROPS = (
     ("dead_lettered", "dead_letter", "dead_lettered"),
     ("dropped", "sink", "dropped"),
 )
-_POLICY_COUNTERS = ("matched", "posted", "signalled", "filtered", "denied")
+_POLICY_COUNTERS = (
+    "matched", "posted", "signalled", "filtered", "denied", "ratelimited", "monitored",
+)  # fmt: skip
 
 
 def samples(body: dict[str, Any]) -> list[Sample]:

@@ -5,15 +5,23 @@ Compiles matchArgs with Equal/NotEqual (strings and integers),
 Prefix/NotPrefix, Postfix/NotPostfix, Mask, GT, LT, InRange/NotInRange, InMap/NotInMap
 and the socket operators (services/enforcer/compile_values.py); matchReturnArgs on a
 ``return: true`` syscall kprobe's return value; and matchActions
-Post/NoPost/Sigkill/Signal. Everything else a selector may hold is refused
-with its path and "not supported yet": a filter is never silently dropped.
+Post (with rateLimit, rateLimitScope)/NoPost/Sigkill/Signal. Everything else a
+selector may hold is refused with its path and "not supported yet": a filter
+is never silently dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from schemas.policy import ArgSelector, PolicyError, Problem, Selector, resolve_match_index
+from schemas.policy import (
+    ActionSelector,
+    ArgSelector,
+    PolicyError,
+    Problem,
+    Selector,
+    resolve_match_index,
+)
 from schemas.policy.hooks import AnyHook
 from schemas.policy.values import parse_int, parse_range
 from services.enforcer.compile_process import ProcessProblem, process_filters
@@ -28,6 +36,7 @@ from services.sensor.hook_records import (
     FilterConfig,
     FilterFlag,
     FilterOp,
+    RateScope,
     SlotConfig,
 )
 
@@ -132,11 +141,12 @@ def _selector(
         for j, f in enumerate(selector.match_args)
     )
     action, post, signal = Action.POST, True, 0
+    rate_ns, rate_scope = 0, RateScope.THREAD
     for j, act in enumerate(selector.match_actions):
         where = f"{path}.matchActions[{j}]"
-        if act.rate_limit:
-            raise _Unsupported(f"{where}.rateLimit", "rateLimit is not supported yet")
         if act.action == "Post":
+            if act.rate_limit_seconds:
+                rate_ns, rate_scope = _rate_limit(where, selector, act.rate_limit_seconds, act)
             continue
         if act.action == "NoPost":
             post = False
@@ -167,7 +177,24 @@ def _selector(
         binary=proc.binary,
         pids=proc.pids,
         namespaces=proc.namespaces,
+        rate_ns=rate_ns if post else 0,
+        rate_scope=rate_scope,
     )
+
+
+def _rate_limit(
+    where: str, selector: Selector, seconds: int, act: ActionSelector
+) -> tuple[int, RateScope]:
+    """Post rateLimit: the window in ns and whose repeats it suppresses (Tetragon's
+    default scope: the thread). The kernel keys a repeat on the hook, the selector,
+    the scope and the first 40 bytes of each arg as posted, as Tetragon does."""
+    if selector.match_return_args:
+        # The window would open at sys_enter_* for a record matchReturnArgs may drop.
+        raise _Unsupported(
+            f"{where}.rateLimit", "rateLimit with matchReturnArgs is not supported yet"
+        )
+    scope = RateScope[(act.rate_limit_scope or "thread").upper()]
+    return seconds * 1_000_000_000, scope
 
 
 def _return_filters(

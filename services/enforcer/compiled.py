@@ -158,7 +158,8 @@ def _monitored(
     slots: list[SlotConfig], connect: tuple[ConnectRuleSpec, ...] = ()
 ) -> tuple[list[SlotConfig], dict[int, str]]:
     """Monitor mode: a slot that would signal (or deny a connect) posts instead
-    (same map shape, so switching modes rewrites values only)."""
+    (same map shape, so switching modes rewrites values only) and counts each
+    match as `monitored`."""
     out, monitored = [], {}
     denies = {rule.selector: rule.would for rule in connect}
     for slot in slots:
@@ -166,7 +167,9 @@ def _monitored(
             would = "SIGKILL" if slot.action == Action.SIGKILL else f"SIGNAL {slot.signal}"
             would = denies.get(slot.selector, would)
             monitored[slot.selector] = would
-            slot = dataclasses.replace(slot, action=Action.POST, post=True, signal=0)
+            slot = dataclasses.replace(
+                slot, action=Action.POST, post=True, signal=0, monitored=True
+            )
         out.append(slot)
     return out, monitored
 

@@ -35,7 +35,7 @@ log = get_logger("ocellus.enforcer")
 # The sensor's answer to a sync request ({"attached": [...], "failed": {...}}),
 # or None when no sensor answered.
 SyncHooks = Callable[[], Awaitable[dict[str, Any] | None]]
-_COUNTERS = ("matched", "posted", "signalled", "filtered", "denied")
+_COUNTERS = ("matched", "posted", "signalled", "filtered", "denied", "ratelimited", "monitored")
 
 
 class ApplyError(OcellusError):

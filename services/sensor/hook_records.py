@@ -104,6 +104,17 @@ class Action(enum.IntEnum):
 HF_POST = 1 << 0
 HF_RETURN = 1 << 1
 HF_EXIT = 1 << 2
+HF_MONITORED = 1 << 3  # monitor mode: enforce mode would signal or deny; counts `monitored`
+
+
+class RateScope(enum.IntEnum):
+    """enum ocellus_rate_scope: Post rateLimitScope (Tetragon's default: thread)."""
+
+    THREAD = 0
+    PROCESS = 1
+    GLOBAL = 2
+
+
 HK_RETURN = 1 << 0  # ocellus_hook_fixed.kflags: a return item follows the args
 AF_TRUNCATED = 1 << 0
 AF_FAULT = 1 << 1
@@ -138,8 +149,10 @@ class HookConfig(ct.Structure):
         ("action", ct.c_uint8),
         ("flags", ct.c_uint8),
         ("gen", ct.c_uint8),
-        ("_pad", ct.c_uint16),
+        ("rate_scope", ct.c_uint8),
+        ("_pad", ct.c_uint8),
         ("signal", ct.c_uint32),
+        ("rate_ns", ct.c_uint64),
         ("args", HookArg * HOOK_ARGS),
         ("filters", HookFilter * HOOK_FILTERS),
         ("proc", ProcFilter),  # process selectors (proc_records.py)
@@ -183,6 +196,8 @@ class HookStats(ct.Structure):
         ("signalled", ct.c_uint64),
         ("filtered", ct.c_uint64),
         ("denied", ct.c_uint64),
+        ("ratelimited", ct.c_uint64),
+        ("monitored", ct.c_uint64),
     ]
 
 
@@ -266,6 +281,11 @@ class SlotConfig:
     namespaces: tuple[NamespaceFilter, ...] = ()
     # The policy's scope (set by the enforcer when it places the policy).
     scope: ScopeFilter | None = None
+    # Post rateLimit: at most one record per rate_ns per (selector, rate_scope, args); 0: off.
+    rate_ns: int = 0
+    rate_scope: RateScope = RateScope.THREAD
+    # Monitor mode: enforce mode would signal or deny here (counted as `monitored`).
+    monitored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,9 +314,14 @@ def config_value(
     cfg.selector = slot.selector
     cfg.nargs = len(args)
     cfg.action = slot.action
-    cfg.flags = (HF_POST if slot.post else 0) | (HF_RETURN if returns else 0)
+    cfg.flags = (
+        (HF_POST if slot.post else 0)
+        | (HF_RETURN if returns else 0)
+        | (HF_MONITORED if slot.monitored else 0)
+    )
     cfg.gen = gen
     cfg.signal = slot.signal
+    cfg.rate_ns, cfg.rate_scope = slot.rate_ns, slot.rate_scope
     for i, arg in enumerate(args):
         cfg.args[i] = HookArg(arg.offset, arg.size, arg.read)
     _fill_filters(cfg, slot.filters)

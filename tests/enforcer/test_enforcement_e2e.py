@@ -149,6 +149,13 @@ async def test_sigkill_enforced_switched_to_monitor_and_back(
     seen = await find(events, "process_kprobe", pid)
     assert seen["action"] == "KPROBE_ACTION_POST"
     assert seen["message"] == "protected file opened [monitor mode: would SIGKILL]"
+    # each match that would have killed counts as monitored, and none as signalled
+    counters = policies(module_nats_url)["protect"]["counters"]
+    assert counters["monitored"] >= 2, counters  # switch_and_wait's reader and this one
+    signalled = counters["signalled"]
+    await cat(protected)
+    counters = policies(module_nats_url)["protect"]["counters"]
+    assert counters["signalled"] == signalled and counters["monitored"] >= 3, counters
 
     await switch_and_wait(module_nats_url, "enforce", protected, killed=True)
     after = policies(module_nats_url)["protect"]

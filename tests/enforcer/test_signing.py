@@ -111,6 +111,7 @@ async def test_signed_policy_applies_and_the_rest_is_refused_with_an_audit_event
         row = wait_until(lambda n=name: policies(module_nats_url).get(n), f"{name} listed")
         assert row["state"] == "error" and why in row["error"], row
         assert not row["hooks"]
+
     def audited() -> dict[str, dict[str, Any]]:
         # The sensor's watchdog reports on this subject too (kind bpf_program, ...).
         return {a["message"].split("'")[1]: a for a in alerts if a["kind"] == "policy_signature"}

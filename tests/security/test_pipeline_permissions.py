@@ -156,8 +156,13 @@ async def test_pipeline_runs_with_only_each_services_permissions(
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        # Subscribed once it prints anything (this host is never silent).
-        await wait_for(lambda: (tmp_path / "events.out").stat().st_size > 0, "ocellus events")
+        # Subscribed once it prints anything: execs of our own until it does (a
+        # quiet host may run nothing else meanwhile).
+        def printed() -> bool:
+            subprocess.run(["/bin/true", "ocellus-sec-warmup"], check=True)
+            return (tmp_path / "events.out").stat().st_size > 0
+
+        await wait_for(printed, "ocellus events")
         await asyncio.to_thread(subprocess.run, ["/bin/sh", "-c", ":", tag], check=True)
 
         def exec_of_tag() -> list[dict[str, Any]]:
