@@ -19,7 +19,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from schemas import codec
-from services.common.natsserver import EmbeddedNats
+from services.common.natsserver import EmbeddedNats, die_with_parent
 
 # Real receivers and daemons, as fixtures: dockerd + image, an OTLP gRPC/HTTP
 # endpoint, HEC and _bulk servers, rsyslog.
@@ -92,6 +92,9 @@ class ServiceProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            # A test run killed before its fixtures' teardown (a timeout) must
+            # not leave sensors attached to the kernel behind it.
+            preexec_fn=die_with_parent,
         )
 
     def log(self) -> str:
