@@ -10,11 +10,35 @@ out, drops by stage and reason, cache and queue sizes, lag, policy counters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nats.aio.client import Client as NATS
+
+from schemas import codec, subjects
+
 Kind = Literal["counter", "gauge"]
+
+
+def heartbeat(service: str, node: str, started: float, **fields: Any) -> dict[str, Any]:
+    """A heartbeat body: who, when, for how long (``started``: monotonic), and
+    the service's own ``fields`` (counters, policies, sinks, ...)."""
+    return {
+        "service": service,
+        "node": node,
+        "time": time.time_ns(),
+        "uptime": round(time.monotonic() - started, 3),
+        **fields,
+    }
+
+
+async def publish(nc: NATS, body: dict[str, Any]) -> None:
+    """Send a heartbeat on ocellus.status.<service>.<node> (nothing once closed)."""
+    if nc.is_closed:
+        return
+    await nc.publish(subjects.status(body["service"], body["node"]), codec.pack(body))
 
 
 @dataclass(frozen=True, slots=True)

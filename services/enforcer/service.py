@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from schemas import codec, subjects
 from schemas.policy import PolicyError
 from schemas.raw import RawBatch, RawCgroup
-from services.common import bus, signing
+from services.common import bus, heartbeats, signing
 from services.common.cgroups import CgroupError
 from services.common.containers import ContainerResolver
 from services.common.errors import OcellusError
@@ -298,14 +298,13 @@ def _status(
     settings: Settings, engine: PolicyEngine, started: float, reactor: Reactor
 ) -> dict[str, Any]:
     """The heartbeat body (also what /metrics reads)."""
-    body: dict[str, Any] = {
-        "service": "enforcer",
-        "node": settings.node_name,
-        "time": time.time_ns(),
-        "uptime": round(time.monotonic() - started, 3),
-        "policies": engine.statuses(),
-        "sensor": engine.sensor_answered,
-    }
+    body = heartbeats.heartbeat(
+        "enforcer",
+        settings.node_name,
+        started,
+        policies=engine.statuses(),
+        sensor=engine.sensor_answered,
+    )
     if engine.scopes is not None:
         body["scopes"] = dict(engine.scopes.counters)
     if reactor.rules is not None:
@@ -316,8 +315,7 @@ def _status(
 async def _publish_status(
     nc: NATS, settings: Settings, engine: PolicyEngine, started: float, reactor: Reactor
 ) -> None:
-    body = _status(settings, engine, started, reactor)
-    await nc.publish(subjects.status("enforcer", settings.node_name), codec.pack(body))
+    await heartbeats.publish(nc, _status(settings, engine, started, reactor))
 
 
 async def _report(

@@ -21,7 +21,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from schemas import codec, subjects
 from schemas.events import EVENT_KINDS
-from services.common import bus
+from services.common import bus, heartbeats
 from services.common.containers import ContainerResolver
 from services.common.hostfs import boot_time_ns, cgroup2_root
 from services.common.lifecycle import RateLimitedLog, stop_on_signals
@@ -242,20 +242,15 @@ def _status(
     settings: Settings, pipeline: Pipeline, events: EventPublisher, started: float
 ) -> dict[str, Any]:
     """The heartbeat body (also what /metrics reads)."""
-    return {
-        "service": "enricher",
-        "node": settings.node_name,
-        "time": time.time_ns(),
-        "uptime": round(time.monotonic() - started, 3),
-        "counters": _counters(pipeline, events),
-    }
+    return heartbeats.heartbeat(
+        "enricher", settings.node_name, started, counters=_counters(pipeline, events)
+    )
 
 
 async def _publish_status(
     nc: NATS, settings: Settings, pipeline: Pipeline, events: EventPublisher, started: float
 ) -> None:
-    body = _status(settings, pipeline, events, started)
-    await nc.publish(subjects.status("enricher", settings.node_name), codec.pack(body))
+    await heartbeats.publish(nc, _status(settings, pipeline, events, started))
 
 
 async def _report(

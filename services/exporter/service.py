@@ -14,8 +14,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from schemas import codec, subjects
-from services.common import bus
+from services.common import bus, heartbeats
 from services.common.errors import OcellusError
 from services.common.lifecycle import stop_on_signals
 from services.common.logging import get_logger
@@ -142,23 +141,15 @@ def _status(settings: Settings, workers: list[SinkWorker], started: float) -> di
         for key, value in counters.items():
             if isinstance(value, int):
                 totals[key] = totals.get(key, 0) + value
-    return {
-        "service": "exporter",
-        "node": settings.node_name,
-        "time": time.time_ns(),
-        "uptime": round(time.monotonic() - started, 3),
-        "counters": totals,
-        "sinks": sinks,
-    }
+    return heartbeats.heartbeat(
+        "exporter", settings.node_name, started, counters=totals, sinks=sinks
+    )
 
 
 async def _publish_status(
     nc: NATS, settings: Settings, workers: list[SinkWorker], started: float
 ) -> None:
-    if nc.is_closed:
-        return
-    payload = codec.pack(_status(settings, workers, started))
-    await nc.publish(subjects.status("exporter", settings.node_name), payload)
+    await heartbeats.publish(nc, _status(settings, workers, started))
 
 
 async def _report(nc: NATS, settings: Settings, workers: list[SinkWorker], started: float) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from schemas import codec, subjects
-from services.common import bus
+from services.common import bus, heartbeats
 from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
 from services.common.metrics import start_telemetry
@@ -199,15 +199,14 @@ def _status(
     attachments: HookAttachments,
 ) -> dict[str, Any]:
     """The heartbeat body (also what /metrics reads)."""
-    return {
-        "service": "sensor",
-        "node": settings.node_name,
-        "time": time.time_ns(),
-        "uptime": round(time.monotonic() - started, 3),
-        "counters": _counters(probes, publisher),
-        "capabilities": caps,
-        "hooks": attachments.state(),
-    }
+    return heartbeats.heartbeat(
+        "sensor",
+        settings.node_name,
+        started,
+        counters=_counters(probes, publisher),
+        capabilities=caps,
+        hooks=attachments.state(),
+    )
 
 
 async def _publish_status(
@@ -220,7 +219,7 @@ async def _publish_status(
     attachments: HookAttachments,
 ) -> dict[str, Any]:
     body = _status(settings, probes, publisher, caps, started, attachments)
-    await nc.publish(subjects.status("sensor", settings.node_name), codec.pack(body))
+    await heartbeats.publish(nc, body)
     counters: dict[str, Any] = body["counters"]
     return counters
 
