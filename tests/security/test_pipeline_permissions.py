@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 
 from services.common import bus
 from tests.conftest import ServiceProcess, require_root
+from tests.enforcer.enforcer_process import file_policy
 from tests.security.conftest import ADMIN, SecuredNats
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
@@ -44,28 +45,6 @@ def cli(secured: SecuredNats, *args: str, timeout: float = 30) -> subprocess.Com
     return subprocess.run(
         [OCELLUS, *args], capture_output=True, text=True, env=env, timeout=timeout
     )
-
-
-def file_policy(name: str, path: str) -> str:
-    return f"""apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: {name}
-spec:
-  kprobes:
-  - call: sys_openat
-    syscall: true
-    args:
-    - index: 1
-      type: string
-    - index: 2
-      type: int
-    selectors:
-    - matchArgs:
-      - index: 1
-        operator: Equal
-        values: ["{path}"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +163,7 @@ async def test_pipeline_runs_with_only_each_services_permissions(
     target = tmp_path / f"{tag}.txt"
     target.write_text("x")
     policy = tmp_path / "policy.yaml"
-    policy.write_text(file_policy("sec-open", str(target)))
+    policy.write_text(file_policy("sec-open", str(target), operator="Equal"))
     applied = await asyncio.to_thread(cli, secured, "policy", "apply", str(policy))
     assert applied.returncode == 0, applied.stdout + applied.stderr
     try:
