@@ -47,11 +47,17 @@ spec:
 
 @contextmanager
 def running_enforcer(
-    nats_url: str, policy_dir: Path, logs: Path, *, enricher: bool = False, **env: str
+    nats_url: str,
+    policy_dir: Path,
+    logs: Path,
+    *,
+    enricher: bool = False,
+    enricher_env: dict[str, str] | None = None,
+    **env: str,
 ) -> Iterator[ServiceProcess]:
-    """The enforcer on ``policy_dir`` (plus an enricher); at the end every policy
-    file goes and the maps are empty again before it stops: other modules'
-    sensors load the same pinned maps."""
+    """The enforcer on ``policy_dir`` (plus an enricher, with ``enricher_env``);
+    at the end every policy file goes and the maps are empty again before it
+    stops: other modules' sensors load the same pinned maps."""
     service = ServiceProcess(
         "enforcer",
         {
@@ -64,7 +70,11 @@ def running_enforcer(
         logs / "enforcer.log",
     )
     service.wait_for_log('"enforcer running"')
-    enriching = start_enricher(nats_url, logs / "enricher.log") if enricher else None
+    enriching = (
+        start_enricher(nats_url, logs / "enricher.log", **(enricher_env or {}))
+        if enricher
+        else None
+    )
     try:
         yield service
     finally:

@@ -20,9 +20,9 @@ import pytest
 from schemas import codec, subjects
 from schemas.events import parse_timestamp
 from services.enforcer.reactions import ReactionsError, load_reactions
-from tests.conftest import ServiceProcess, start_enricher
+from tests.conftest import ServiceProcess
 from tests.docker_fixtures import DockerDaemon
-from tests.enforcer.enforcer_process import NODE, policies, wait_until
+from tests.enforcer.enforcer_process import NODE, policies, running_enforcer
 from tests.enforcer.test_scoping import (
     RUN_ID,
     SECRET,
@@ -64,29 +64,20 @@ def enforcer(
     work = tmp_path_factory.mktemp("reactive")
     reactions = work / "reactions.yaml"
     reactions.write_text(REACTIONS)
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_STATUS_INTERVAL": "0.5",
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-        "OCELLUS_ENFORCER_DOCKER_SOCKET": str(docker_daemon.socket),
-        "OCELLUS_ENFORCER_REACTIONS_FILE": str(reactions),
-    }
-    service = ServiceProcess("enforcer", env, work / "enforcer.log")
-    service.wait_for_log('"enforcer running"')
-    enricher = start_enricher(
-        module_nats_url,
-        work / "enricher.log",
-        OCELLUS_ENRICHER_DOCKER_SOCKET=str(docker_daemon.socket),
-    )
     Path(SECRET).write_text("secret\n")
-    yield service
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed")
-    Path(SECRET).unlink()
-    assert enricher.stop() == 0, enricher.log()
-    assert service.stop() == 0, service.log()
+    try:
+        with running_enforcer(
+            module_nats_url,
+            policy_dir,
+            work,
+            enricher=True,
+            enricher_env={"OCELLUS_ENRICHER_DOCKER_SOCKET": str(docker_daemon.socket)},
+            OCELLUS_ENFORCER_DOCKER_SOCKET=str(docker_daemon.socket),
+            OCELLUS_ENFORCER_REACTIONS_FILE=str(reactions),
+        ) as service:
+            yield service
+    finally:
+        Path(SECRET).unlink()
 
 
 @pytest.fixture

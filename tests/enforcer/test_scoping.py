@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ServiceProcess
 from tests.docker_fixtures import DockerDaemon
-from tests.enforcer.enforcer_process import NODE, policies, wait_until
+from tests.enforcer.enforcer_process import policies, running_enforcer, wait_until
 
 pytestmark = [pytest.mark.bpf, pytest.mark.docker]
 
@@ -58,23 +58,14 @@ def enforcer(
     docker_daemon: DockerDaemon,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    env = {
-        "OCELLUS_NATS_URL": module_nats_url,
-        "OCELLUS_NODE_NAME": NODE,
-        "OCELLUS_STATUS_INTERVAL": "0.5",
-        "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-        "OCELLUS_ENFORCER_DOCKER_SOCKET": str(docker_daemon.socket),
-    }
-    log = tmp_path_factory.mktemp("enforcer") / "enforcer.log"
-    service = ServiceProcess("enforcer", env, log)
-    service.wait_for_log('"enforcer running"')
+    socket = {"OCELLUS_ENFORCER_DOCKER_SOCKET": str(docker_daemon.socket)}
+    logs = tmp_path_factory.mktemp("enforcer")
     Path(SECRET).write_text("secret\n")
-    yield service
-    for f in policy_dir.iterdir():
-        f.unlink()
-    wait_until(lambda: not policies(module_nats_url), what="policies removed")
-    Path(SECRET).unlink()
-    assert service.stop() == 0, service.log()
+    try:
+        with running_enforcer(module_nats_url, policy_dir, logs, **socket) as service:
+            yield service
+    finally:
+        Path(SECRET).unlink()
 
 
 class Containers:
