@@ -23,11 +23,12 @@ from services.common import signing
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
 from services.common.signing import SignatureError
-from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy, revision_of
+from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy
 from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
 from services.enforcer.registry import Registry
+from services.enforcer.revision import revision_of
 from services.enforcer.scopes import ScopeError, ScopeManager
 
 log = get_logger("ocellus.enforcer")

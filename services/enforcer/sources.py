@@ -11,8 +11,9 @@ from pathlib import Path
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from services.common.logging import get_logger
-from services.enforcer.compiled import MODES, revision_of
+from services.enforcer.compiled import MODES
 from services.enforcer.engine import PolicyEngine
+from services.enforcer.revision import revision_of
 
 log = get_logger("ocellus.enforcer")
 KV_SOURCE = "kv"
