@@ -155,6 +155,7 @@ async def run(
     stop = stop or stop_on_signals()
     started = time.monotonic()
     own_nc = nc is None
+    deadline = 0.0  # of the shutdown, once it starts
     if nc is None:
         nc = await bus.connect_service(settings, "enricher")
     resolver = ContainerResolver(
@@ -205,20 +206,30 @@ async def run(
         await stop.wait()
 
         log.info("enricher stopping")
-        await sub.drain()  # handles what was already delivered
+        # One deadline for the whole shutdown: delivered records, outstanding
+        # acks and the NATS drain share drain_timeout (each on its own could
+        # add up past the stop timeout `ocellus up` gives a service).
+        deadline = time.monotonic() + settings.drain_timeout
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.drain(), _left(deadline))  # what was delivered
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await pipeline.expire_held(everything=True)
-        await events.wait_acks(settings.drain_timeout)
+        await events.wait_acks(_left(deadline))
         await _publish_status(nc, settings, pipeline, events, started)
         log.info("enricher stopped", **_counters(pipeline, events))
     finally:
         await telemetry.stop()
         await resolver.close()
         if own_nc:
-            await bus.drain(nc, settings.drain_timeout)
+            await bus.drain(nc, _left(deadline) if deadline else settings.drain_timeout)
+
+
+def _left(deadline: float, floor: float = 0.2) -> float:
+    """Seconds until ``deadline``, never less than ``floor`` (a last short try)."""
+    return max(floor, deadline - time.monotonic())
 
 
 def _counters(pipeline: Pipeline, events: EventPublisher) -> dict[str, int]:
