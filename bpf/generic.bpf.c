@@ -5,8 +5,8 @@
  * tracepoint; changing a selector rewrites map entries: nothing is ever
  * compiled or loaded again, and the program id stays the same.
  *
- * Per event: the tracepoint's common_type picks up to OCELLUS_HOOK_SLOTS
- * configs; each reads its args out of the tracepoint record at the offsets
+ * Per event: the tracepoint (its attach cookie) picks, through hook_slots,
+ * the slots that have a config, up to OCELLUS_HOOK_SLOTS; each reads its args out of the tracepoint record at the offsets
  * tracefs gave, ANDs its filters, and the first matching slot of a hook
  * decides (selectors are ORed, first match wins, as in Tetragon). Slots of
  * other hooks on the same tracepoint are evaluated independently.
@@ -441,28 +441,42 @@ static __always_inline int generic_tp(void *ctx)
 	__u32 seen[OCELLUS_HOOK_SLOTS] = {};
 	__u8 hit[OCELLUS_HOOK_SLOTS] = {};
 
+	/* The slots this tracepoint has: most events of a hooked syscall are
+	 * filtered, and a config lookup per empty slot was a third of it. */
+	struct ocellus_tp_slots *ts = hook_slots_get(tp_id);
+	if (!ts)
+		return 0;
+	__u32 used = ts->used, proc = ts->proc;
+	if (!used)
+		return 0;
+
 	struct hook_scratch *s = hook_scratch_get();
 	if (!s)
 		return 0;
 	s->loaded = 0;  /* no arg read yet for this event */
-	proc_stage(s, tp_id);
+	proc_stage(s, tp_id, used, proc);
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		/* Written on every path: a key written on some only splits the
 		 * verifier's states at the loop head. */
 		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
-		/* proc_stage looked every slot up: a slot with no config, or whose
-		 * process filters (or scope) did not match, needs no second lookup. */
-		__u32 sid = s->slot_hook[slot];
-		if (!sid)
+		if (!(used & (1u << slot)))
 			continue;
+		/* A slot whose process filters (or scope) did not match needs no
+		 * config lookup: proc_stage found its hook id. */
 		if (!(*(volatile __u32 *)&s->proc.ok & (1u << slot))) {
-			seen[slot] = sid;
+			seen[slot] = s->slot_hook[slot];
 			continue;
 		}
 		struct ocellus_hook_config *c = hook_config_get(&key);
 		if (!c)
 			continue;
+		/* Process filters proc_stage did not evaluate (hook_slots behind
+		 * the config for a moment): not a match rather than unfiltered. */
 		__u32 id = c->hook_id;
+		if (!(proc & (1u << slot)) && proc_filtered(&c->proc)) {
+			seen[slot] = id;
+			continue;
+		}
 		int done = 0;
 		for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++)
 			if (j < slot && seen[j] == id && hit[j])

@@ -396,6 +396,8 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 #endif
 BPF_TABLE_PINNED("hash", struct ocellus_hook_key, struct ocellus_hook_config, hook_config,
 		 OCELLUS_HOOK_CONFIGS_MAX, OCELLUS_PIN_DIR "/hook_config");
+BPF_TABLE_PINNED("array", __u32, struct ocellus_tp_slots, hook_slots,
+		 OCELLUS_HOOK_TPS_MAX, OCELLUS_PIN_DIR "/hook_slots");
 BPF_TABLE_PINNED("lpm_trie", struct ocellus_str_key, __u8, str_match,
 		 OCELLUS_STR_MATCH_MAX, OCELLUS_PIN_DIR "/str_match", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct ocellus_val_key, __u8, val_match,
@@ -425,6 +427,11 @@ static __always_inline void rate_limit_set(struct ocellus_rate_key *k, __u64 now
 static __always_inline struct ocellus_hook_config *hook_config_get(struct ocellus_hook_key *k)
 {
 	return hook_config.lookup(k);
+}
+
+static __always_inline struct ocellus_tp_slots *hook_slots_get(__u32 tp_id)
+{
+	return hook_slots.lookup(&tp_id);  /* an array: inlined by the verifier */
 }
 
 static __always_inline int str_match_has(struct ocellus_str_key *k)

@@ -226,6 +226,21 @@ struct ocellus_hook_config {
 	struct ocellus_proc_filter proc;
 };
 
+/* hook_slots value (array indexed by tracepoint id): which slots of the
+ * tracepoint have a config, so that an event looks up only those, and which
+ * of them have process filters or a scope, so that only those are looked up
+ * before the slot loop (lib/proc_select.h). The enforcer writes it around
+ * its config writes: `used` after a new config, `proc` before a config that
+ * gains process filters (the program also skips a slot whose config has
+ * them if `proc` does not say so). Tracepoint ids are below 2^16
+ * (TRACE_EVENT_TYPE_MAX). */
+#define OCELLUS_TP_IDS 65536
+struct ocellus_tp_slots {
+	__u8  used;          /* bit i: hook_config {tp_id, i} exists */
+	__u8  proc;          /* bit i: slot i has process filters or a scope */
+	__u16 _pad;
+};
+
 /* str_match key (LPM trie; the value is a __u8, 1). prefixlen counts bits
  * from hook_id on: OCELLUS_STR_KEY_FIXED_BITS + 8 * bytes of data. A value
  * is written under the generation the config does not use yet, then the

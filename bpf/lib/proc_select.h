@@ -328,22 +328,27 @@ static __always_inline int proc_filters_match(struct proc_view *v, struct ocellu
 	return 1;
 }
 
-/* Every slot's process filters, before the slots run: s->proc.ok. Its own
- * loop, ahead of the slots', because the verifier walks code in the slot
- * loop once per state the earlier slots leave, and the pid and namespace
- * loops there took it past its 1M-instruction limit; here the states are
- * few. The price is a second hook_config lookup of each slot that runs
- * (s->slot_hook spares it for the others). */
-static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id)
+/* The process filters of the slots that have any (`proc`, from hook_slots),
+ * before the slots run: s->proc.ok, which the other slots in `used` have
+ * set from the start. Its own loop, ahead of the slots', because the
+ * verifier walks code in the slot loop once per state the earlier slots
+ * leave, and the pid and namespace loops there took it past its
+ * 1M-instruction limit; here the states are few. The price is a second
+ * hook_config lookup of each such slot that runs (s->slot_hook spares it
+ * for the others). */
+static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id, __u32 used, __u32 proc)
 {
 	s->proc.state = PV_UNLOADED;
-	s->proc.ok = 0;
+	s->proc.ok = used & ~proc;
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
+		s->slot_hook[slot] = 0;
+		if (!(used & proc & (1u << slot)))
+			continue;
 		struct ocellus_hook_config *c = hook_config_get(&key);
-		s->slot_hook[slot] = c ? c->hook_id : 0;  /* for generic_tp's slot loop */
 		if (!c)
 			continue;
+		s->slot_hook[slot] = c->hook_id;  /* for generic_tp's slot loop */
 		/* The policy's scope: one lookup of the current cgroup in its set. */
 		if ((c->proc.scope_flags & OCELLUS_PF_ON) &&
 		    !scope_has(c->proc.scope) == !(c->proc.scope_flags & OCELLUS_PF_NOT))
@@ -351,6 +356,12 @@ static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id)
 		if (proc_filters_match(&s->proc, &c->proc))
 			s->proc.ok |= 1u << slot;
 	}
+}
+
+/* Whether a config has process filters or a scope (hook_slots' `proc`). */
+static __always_inline int proc_filtered(struct ocellus_proc_filter *f)
+{
+	return (f->bin_flags | f->pid_flags | f->nns | f->scope_flags) != 0;
 }
 
 #endif /* OCELLUS_PROC_SELECT_H */

@@ -12,6 +12,7 @@ here needs more than bpf() on the pinned maps.
 from __future__ import annotations
 
 import ctypes as ct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from services.sensor.hook_records import (
     HOOK_SLOTS,
     POLICY_MAPS,
     SLOT_RETURN,
+    TP_IDS,
     ArgLayout,
     HookConfig,
     HookKey,
@@ -31,6 +33,7 @@ from services.sensor.hook_records import (
     ReadKind,
     SlotConfig,
     StrKey,
+    TpSlots,
     ValKey,
     config_value,
     exit_config_value,
@@ -51,6 +54,7 @@ class _Hook:
     tp_id: int
     args: tuple[ArgLayout, ...]
     slots: list[int] = field(default_factory=list)  # tracepoint slots used
+    proc_slots: set[int] = field(default_factory=set)  # those with process filters or a scope
     configs: list[SlotConfig] = field(default_factory=list)
     gen: int = 0
     known_strings: bool = True  # False for a hook found in the maps at start
@@ -86,6 +90,7 @@ class HookTable:
             maps["hook_stats"],
         )
         self._val = maps["val_match"]
+        self._tp_slots = maps["hook_slots"]
         self.scope_map = maps["scope_cgroups"]  # written by scopes.py
         self._bin_maps = (maps["bin_match"], maps["bin_state"])
         self._bins = BinarySets(*self._bin_maps)  # matchBinaries value sets (global)
@@ -106,6 +111,8 @@ class HookTable:
         """Place a hook's selectors (one slot each) under ``hook_id`` (reserved)
         or a new id; the id."""
         fmt = planned.tracepoint
+        if not 0 <= fmt.id < TP_IDS:
+            raise HookTableError(f"{fmt.subsystem}:{fmt.event} has id {fmt.id}, beyond {TP_IDS}")
         args = _layout(planned)
         free = self._free(fmt.id)
         if len(slots) > len(free):
@@ -142,6 +149,7 @@ class HookTable:
         for slot in old_slots:
             if slot not in hook.slots:
                 self._config.delete(HookKey(hook.tp_id, slot))
+        self._publish_slots(hook.tp_id)
         self._delete_exit(old_exit[0], old_exit[1], keep=(hook.exit_tp_id, hook.exit_slots))
         self._bins.retain(hook_id, {c.binary.set_key for c in slots if c.binary})
         if hook.known_strings:
@@ -153,7 +161,9 @@ class HookTable:
     def detach(self, hook_id: int) -> None:
         """Remove a hook from the maps."""
         hook = self._get(hook_id)
-        for slot in hook.slots:
+        slots, hook.slots, hook.proc_slots = hook.slots, [], set()
+        self._publish_slots(hook.tp_id)  # the program stops looking first
+        for slot in slots:
             self._config.delete(HookKey(hook.tp_id, slot))
         self._delete_exit(hook.exit_tp_id, hook.exit_slots)
         self._bins.retain(hook_id, set())
@@ -185,7 +195,11 @@ class HookTable:
                 continue
             hook.tp_id = key.tp_id
             hook.slots.append(key.slot)
+            if proc_filtered(value):
+                hook.proc_slots.add(key.slot)
         self._hooks.update(found)
+        for tp_id in {hook.tp_id for hook in found.values()}:
+            self._publish_slots(tp_id)  # as the maps say, whatever the last writer left
         self._bins.adopt(bin_owners)
         if found:
             self._next_id = max(self._next_id, max(found) + 1)
@@ -224,7 +238,8 @@ class HookTable:
         return {n: sum(getattr(v, n) for v in values) for n in names}
 
     def close(self) -> None:
-        for m in (self._config, self._str, self._stats, self._val, self.scope_map, *self._bin_maps):
+        maps = (self._config, self._tp_slots, self._str, self._stats, self._val, self.scope_map)
+        for m in (*maps, *self._bin_maps):
             m.close()
 
     # -- private -----------------------------------------------------------------
@@ -248,11 +263,33 @@ class HookTable:
             bits = self._bins.acquire(hook_id, [c.binary for c in configs if c.binary])
         except BinSetError as e:
             raise HookTableError(str(e)) from e
-        for slot, cfg in zip(slots, configs, strict=True):
-            bit = bits[cfg.binary.set_key] if cfg.binary else None
-            value = config_value(hook_id, hook.args, cfg, gen, returns=returns, bin_bit=bit)
+        values = [
+            config_value(
+                hook_id, hook.args, cfg, gen, returns=returns,
+                bin_bit=bits[cfg.binary.set_key] if cfg.binary else None,
+            )
+            for cfg in configs
+        ]  # fmt: skip
+        proc = {slot for slot, v in zip(slots, values, strict=True) if proc_filtered(v)}
+        # A slot that gains process filters is marked before its config says
+        # so (the program skips a slot whose filters the mark does not show).
+        self._publish_slots(hook.tp_id, more_proc=proc)
+        for slot, value in zip(slots, values, strict=True):
             self._update(self._config, HookKey(hook.tp_id, slot), value)
         hook.slots, hook.configs, hook.gen = list(slots), list(configs), gen
+        hook.proc_slots = proc
+        self._publish_slots(hook.tp_id)  # the new slots, once their configs are there
+
+    def _publish_slots(self, tp_id: int, more_proc: Iterable[int] = ()) -> None:
+        """hook_slots[tp_id]: the slots the hooks on it hold, and those with
+        process filters (plus ``more_proc``, about to gain them)."""
+        used = proc = 0
+        for h in self._hooks.values():
+            if h.tp_id == tp_id:
+                used |= sum(1 << s for s in h.slots)
+                proc |= sum(1 << s for s in h.proc_slots)
+        proc |= sum(1 << s for s in more_proc)
+        self._update(self._tp_slots, ct.c_uint32(tp_id), TpSlots(used, proc))
 
     def _delete_exit(
         self,
@@ -298,6 +335,12 @@ class HookTable:
             m.update(key, value)
         except OSError as e:
             raise HookTableError(f"writing {m.path.name}: {e.strerror or e}") from e
+
+
+def proc_filtered(value: HookConfig) -> bool:
+    """Whether a slot's config has process filters or a scope (as proc_filtered() in C)."""
+    p = value.proc
+    return bool(p.bin_flags | p.pid_flags | p.nns | p.scope_flags)
 
 
 def _set_return(hook: _Hook, planned: PlannedHook) -> None:

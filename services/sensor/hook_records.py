@@ -159,6 +159,15 @@ class HookConfig(ct.Structure):
     ]
 
 
+TP_IDS = 65536  # tracepoint ids are below 2^16: hook_slots' index
+
+
+class TpSlots(ct.Structure):
+    """struct ocellus_tp_slots: a tracepoint's slots in use, and those with process filters."""
+
+    _fields_ = [("used", ct.c_uint8), ("proc", ct.c_uint8), ("_pad", ct.c_uint16)]
+
+
 class StrKey(ct.Structure):
     _fields_ = [
         ("prefixlen", ct.c_uint32),
@@ -215,6 +224,8 @@ class MapSpec:
 
 POLICY_MAPS = (
     MapSpec("hook_config", 1, HookKey, HookConfig, 1024, "OCELLUS_HOOK_CONFIGS_MAX"),
+    # Per tracepoint id: which hook_config slots exist (an event looks up only those).
+    MapSpec("hook_slots", 2, ct.c_uint32, TpSlots, TP_IDS, "OCELLUS_HOOK_TPS_MAX"),
     MapSpec("str_match", 11, StrKey, ct.c_uint8, 16384, "OCELLUS_STR_MATCH_MAX"),
     # Ports, protocols, InMap values (ranges as prefixes: up to 126 per range) and CIDRs.
     MapSpec("val_match", 11, ValKey, ct.c_uint8, 65536, "OCELLUS_VAL_MATCH_MAX"),
