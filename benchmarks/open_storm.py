@@ -43,10 +43,12 @@ from typing import Any
 
 from benchmarks.open_driver import OpenStorm, compile_open_driver, launch, open_storm, result
 from benchmarks.procs import REPO, Consumer, Tracer, cpu_seconds
+from benchmarks.reference_filter import ReferenceFilter
 from services.common.natsserver import EmbeddedNats, die_with_parent
 
 SETTLE = 1.0  # seconds of quiet before each storm
 NOMATCH, MATCH = "bench-open-nomatch", "bench-open-all"
+NOMATCH_PREFIX = "/nonexistent-ocellus/"  # what the policy that matches nothing looks for
 NONE, SENSOR = "no sensor", "sensor, policy matches nothing"
 OVERLOAD = "overload"
 
@@ -250,12 +252,23 @@ def traced_a(b: Bench, n: int, consumer: OpenConsumer) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def reference_a(b: Bench, n: int) -> OpenStorm:
+    """The storm under the reference filter (the floor), holding the same prefix."""
+    with ReferenceFilter(NOMATCH_PREFIX) as ref:
+        st = storm_a(b, n)
+        filtered, matched = ref.counts()
+    if matched or filtered < n:
+        raise RuntimeError(f"the reference filter saw {filtered:,} filtered, {matched} matched")
+    return st
+
+
 def run_a(b: Bench, n: int, rounds: int) -> list[dict[str, Any]]:
     out = []
     with OpenConsumer(b.url, b.node, str(b.target.parent) + "/", b.other_cpu) as consumer:
         before = storm_a(b, n)
         for rnd in range(rounds):
             traced = traced_a(b, n, consumer)
+            ref = reference_a(b, n)
             after = storm_a(b, n)
             base = (before.opens_per_s + after.opens_per_s) / 2
             base_cpu = (before.cpu_us_per_open + after.cpu_us_per_open) / 2
@@ -264,12 +277,16 @@ def run_a(b: Bench, n: int, rounds: int) -> list[dict[str, Any]]:
                 base_cpu_us_per_open=base_cpu,
                 overhead_pct=(1 - traced["opens_per_s"] / base) * 100,
                 cpu_overhead_us=traced["driver_cpu_us_per_open"] - base_cpu,
+                reference_opens_per_s=ref.opens_per_s,
+                reference_overhead_pct=(1 - ref.opens_per_s / base) * 100,
+                reference_cpu_overhead_us=ref.cpu_us_per_open - base_cpu,
             )  # fmt: skip
             print(f"A round {rnd + 1}/{rounds}: no sensor {before.opens_per_s:,.0f} / "
                   f"{after.opens_per_s:,.0f}, sensor {traced['opens_per_s']:,.0f} opens/s "
-                  f"({traced['overhead_pct']:+.1f} %), filtered {traced['filtered']:,}, "
-                  f"posted {traced['posted']}, hook records on NATS "
-                  f"{traced['hook_records_on_nats']}", flush=True)  # fmt: skip
+                  f"({traced['overhead_pct']:+.1f} %), reference filter "
+                  f"{ref.opens_per_s:,.0f} ({traced['reference_overhead_pct']:+.1f} %), "
+                  f"filtered {traced['filtered']:,}, posted {traced['posted']}, hook records "
+                  f"on NATS {traced['hook_records_on_nats']}", flush=True)  # fmt: skip
             out.append(traced)
             before = after
     return out
@@ -382,6 +399,10 @@ def summarise_a(rs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
         ),
         "median_base_cpu_us_per_open": statistics.median(r["base_cpu_us_per_open"] for r in rs),
         "median_program_ns_per_event": statistics.median(prog) if prog else None,
+        "reference_overhead_pct": statistics.median(r["reference_overhead_pct"] for r in rs),
+        "reference_cpu_overhead_us": statistics.median(
+            r["reference_cpu_overhead_us"] for r in rs
+        ),
         "never_in_user_space": all(r["posted"] == 0 and r["matched"] == 0
                                    and r["hook_records_on_nats"] == 0 for r in rs),
         "met": over <= budget and all(r["posted"] == 0 and r["hook_records_on_nats"] == 0
@@ -440,6 +461,14 @@ def print_a(s: dict[str, Any], n: int, budget: float) -> None:
         f"{s['median_cpu_overhead_us_per_open']:.2f} µs on "
         f"{s['median_base_cpu_us_per_open']:.2f} µs ({s['median_cpu_overhead_pct']:+.1f} %); "
         f"budget {budget:.0f} %: {'MET' if s['met'] else 'NOT MET'}"
+    )
+    print(
+        f"  reference (bpf/bench/reference_filter.bpf.c: read the path, one LPM lookup, a "
+        f"per-CPU count, nothing else): median {s['reference_overhead_pct']:+.1f} % (rounds "
+        + ", ".join(f"{r['reference_overhead_pct']:+.1f}" for r in s["rounds"])
+        + f"); driver CPU per open +{s['reference_cpu_overhead_us']:.2f} µs "
+        f"({s['reference_cpu_overhead_us'] / s['median_base_cpu_us_per_open'] * 100:+.1f} %): "
+        "the floor under any path filter on this kernel"
     )
     prog = s["median_program_ns_per_event"]
     if prog:
@@ -586,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         # writes them; a sensor started later attaches to what they name.
         with sensor(b, None):
             stack.enter_context(enforcer(b))
-            set_policy(b, NOMATCH, "/nonexistent-ocellus/")
+            set_policy(b, NOMATCH, NOMATCH_PREFIX)
         if args.only != "B":
             out["A"] = summarise_a(run_a(b, args.opens, args.rounds), args.budget)
         if args.only != "A":

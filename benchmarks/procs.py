@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from services.common.natsserver import die_with_parent
 
@@ -123,7 +123,7 @@ class Tracer:
         self.ready_path = self.out if ready_in == "stdout" else self.err
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Tracer:
+    def __enter__(self) -> Self:
         with self.out.open("wb") as out, self.err.open("wb") as err:
             # Own session: a Ctrl-C reaches only the bench, which stops us in
             # order; PDEATHSIG: nothing survives a killed bench.
@@ -192,7 +192,7 @@ class Consumer:
         self.proc.stdin.flush()
         return self._read()
 
-    def __enter__(self) -> Consumer:
+    def __enter__(self) -> Self:
         try:
             self._read()  # {"ready": true}
         except BaseException:
