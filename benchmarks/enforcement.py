@@ -8,7 +8,14 @@ effect, and how long a sensor restart leaves the kernel without its hooks.
   process's exit record (sched_process_exit), from the raw NATS records;
 - apply → enforced: from the KV put of a policy (what `ocellus policy apply`
   does once it has checked it) to the first exec that dies, with a tight exec
-  loop probing; and the whole CLI command (Python start-up included);
+  loop probing;
+- the target (issue #5): `ocellus policy apply FILE` as a process, from its
+  start to the first exec that dies (Python start-up, imports, NATS, the
+  node's check, the KV put, the enforcer's maps), median of --cli-runs runs
+  under 500 ms; also to the command's exit (it waits for the node to report
+  the policy applied). The probe execs every PROBE_PAUSE seconds rather than
+  in a tight loop, which would take one of a 2-vCPU machine's cores from the
+  command it times: the kill time is late by at most a pause and an exec;
 - sensor restart gap: the tracepoint links belong to the sensor process and
   go with it, the pinned maps stay; a restarted sensor attaches what they name
   as soon as it has loaded. Measured: the sensor's start time, and the time
@@ -38,6 +45,8 @@ from schemas import codec, subjects
 from services.common.natsserver import EmbeddedNats
 
 NODE = "bench"
+CLI_TARGET_MS = 500.0  # issue #5: `ocellus policy apply` to enforced
+PROBE_PAUSE = 0.002  # seconds between execs when timing the CLI
 POLICY = """apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
@@ -77,13 +86,70 @@ def exec_once(binary: Path) -> tuple[int, int]:
     return proc.pid, proc.wait()
 
 
-def probe_until_killed(binary: Path, timeout: float) -> float:
-    """Exec in a tight loop until one dies by SIGKILL; the monotonic time then."""
+def probe_until_killed(binary: Path, timeout: float, pause: float = 0.0) -> float:
+    """Exec (``pause`` seconds apart; 0: a tight loop) until one dies by
+    SIGKILL; the monotonic time then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if exec_once(binary)[1] == -signal.SIGKILL:
             return time.monotonic()
+        if pause:
+            time.sleep(pause)
     raise TimeoutError("never enforced")
+
+
+def probe_until_allowed(binary: Path, timeout: float) -> None:
+    """Exec until one is not killed: the policy is gone from the maps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if exec_once(binary)[1] == 0:
+            return
+        time.sleep(0.01)
+    raise TimeoutError("still enforced")
+
+
+def ocellus_command() -> list[str]:
+    """`ocellus` as a user runs it: the venv's console script (its module when
+    the venv has none)."""
+    script = Path(sys.executable).parent / "ocellus"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "services.cli.main"]
+
+
+async def cli_apply(kv: Any, work: Path, env: dict[str, str], runs: int) -> dict[str, Any]:
+    """``runs`` times: `ocellus policy apply` on a fresh node state; start to
+    first kill and start to exit, milliseconds."""
+    binary = work / "denied2"
+    shutil.copy("/usr/bin/true", binary)
+    policy = work / "p2.yaml"
+    policy.write_text(POLICY.format(name="deny-cli", binary=binary))
+    argv = [*ocellus_command(), "policy", "apply", str(policy)]
+    to_kill, to_exit = [], []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        t1 = await asyncio.to_thread(probe_until_killed, binary, 20.0, PROBE_PAUSE)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        t2 = time.monotonic()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ocellus policy apply exited {proc.returncode}: {err.decode()}")
+        to_kill.append((t1 - t0) * 1e3)
+        to_exit.append((t2 - t0) * 1e3)
+        await kv.delete("deny-cli")
+        await asyncio.to_thread(probe_until_allowed, binary, 20.0)
+
+    def spread(ms: list[float]) -> dict[str, float]:
+        return {"median": round(statistics.median(ms), 1), "min": round(min(ms), 1),
+                "max": round(max(ms), 1)}  # fmt: skip
+
+    return {
+        "runs": runs,
+        "command": " ".join(argv[:-1]) + " FILE",
+        "start_to_first_kill_ms": spread(to_kill),
+        "start_to_exit_ms": spread(to_exit),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 async def kill_latency(raw: RawTimes, binary: Path, n: int) -> dict[str, Any]:
@@ -141,15 +207,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["kill_latency"] = await kill_latency(raw, denied, args.kills)
 
             # the whole CLI command, on a second binary
-            other = work / "denied2"
-            shutil.copy("/usr/bin/true", other)
-            (work / "p2.yaml").write_text(POLICY.format(name="deny-cli", binary=other))
-            cli = [*py, "services.cli.main", "policy", "apply", str(work / "p2.yaml")]
-            t0 = time.monotonic()
-            cli_proc = subprocess.Popen(cli, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-            t1 = await asyncio.to_thread(probe_until_killed, other, 20.0)
-            cli_proc.wait(30)
-            result["cli_apply_to_enforced_ms"] = round((t1 - t0) * 1e3, 1)
+            result["cli_apply"] = await cli_apply(kv, work, env, args.cli_runs)
 
             # sensor restart: stop, start, first kill again
             t0 = time.monotonic()
@@ -167,7 +225,6 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for f in policy_dir.iterdir():
                 f.unlink()
             await kv.delete("deny-bench")
-            await kv.delete("deny-cli")
         sensor.__exit__(None, None, None)
     finally:
         await nc.close()
@@ -179,6 +236,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=500)
+    parser.add_argument("--cli-runs", type=int, default=9, help="`ocellus policy apply` runs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -189,7 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    cli = result["cli_apply"]
+    kill, done = cli["start_to_first_kill_ms"], cli["start_to_exit_ms"]
+    met = kill["median"] < CLI_TARGET_MS
+    print(f"`ocellus policy apply` -> enforced: median {kill['median']:.0f} ms "
+          f"({kill['min']:.0f}-{kill['max']:.0f}) over {cli['runs']} runs, command exit "
+          f"{done['median']:.0f} ms ({done['min']:.0f}-{done['max']:.0f}), load average "
+          f"{cli['load_average'][0]}; {'meets' if met else 'MISSES'} the "
+          f"{CLI_TARGET_MS:.0f} ms target")  # fmt: skip
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import re
 import sys
 from pathlib import Path
@@ -109,6 +110,10 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # What start-up imported lives until exit: frozen, no collection walks it
+    # again, neither during the command nor the full one at exit (~40 ms of a
+    # `policy apply`: pydantic's schemas are many small objects).
+    gc.freeze()
     args = _parser().parse_args(argv)
     flags = _overrides(args, "nats_url", "node_name", "log_level", "output", "state_dir")
     try:

@@ -18,10 +18,11 @@ from nats.aio.client import Client as NATS
 from schemas import subjects
 from schemas.policy import PolicyError, load_policy
 from services.cli.settings import Settings
-from services.common import bus, signing
+from services.common import bus
 from services.enforcer.revision import revision_of
 
 EXIT_REFUSED, EXIT_NO_ENFORCER = 1, 3
+POLL_FIRST, POLL_MAX = 0.01, 0.1  # seconds between asking a node for its policies
 
 
 def add_policy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -57,6 +58,12 @@ def add_policy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run_offline(args: argparse.Namespace) -> int | None:
     """`policy sign` and `policy keygen`: local files only, no bus."""
+    if args.policy_command not in ("sign", "keygen"):
+        return None
+    # Imported here: cryptography costs ~40 ms of start-up that `apply` (which
+    # neither signs nor verifies: the enforcer does) should not pay.
+    from services.common import signing
+
     if args.policy_command == "keygen":
         try:
             public = signing.generate(args.key)
@@ -65,22 +72,20 @@ def run_offline(args: argparse.Namespace) -> int | None:
             return EXIT_REFUSED
         print(f"private key {args.key} (keep it secret), public key {public} (trust it)")
         return 0
-    if args.policy_command == "sign":
-        try:
-            text = args.file.read_bytes()
-            name = load_policy(text, source=str(args.file)).metadata.name
-            signed = signing.sign(text, signing.load_private(args.key))
-        except OSError as e:
-            print(f"ocellus: {e.filename}: {e.strerror}", file=sys.stderr)
-            return EXIT_REFUSED
-        except (PolicyError, signing.SignatureError, ValueError) as e:
-            print(f"{e}\nnot signed", file=sys.stderr)
-            return EXIT_REFUSED
-        (args.output or args.file).write_bytes(signed)
-        kid = signing.key_id(signing.load_private(args.key).public_key())
-        print(f"policy {name!r} signed with key {kid}: {args.output or args.file}")
-        return 0
-    return None
+    try:  # sign
+        text = args.file.read_bytes()
+        name = load_policy(text, source=str(args.file)).metadata.name
+        signed = signing.sign(text, signing.load_private(args.key))
+    except OSError as e:
+        print(f"ocellus: {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (PolicyError, signing.SignatureError, ValueError) as e:
+        print(f"{e}\nnot signed", file=sys.stderr)
+        return EXIT_REFUSED
+    (args.output or args.file).write_bytes(signed)
+    kid = signing.key_id(signing.load_private(args.key).public_key())
+    print(f"policy {name!r} signed with key {kid}: {args.output or args.file}")
+    return 0
 
 
 async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
@@ -186,15 +191,19 @@ async def _mode(nc: NATS, node: str, name: str, mode: str, wait: float) -> int:
 async def _wait_for(
     nc: NATS, node: str, name: str, wait: float, ready: Any, *, until_absent: bool = False
 ) -> Any:
-    """The node's row for ``name`` once ``ready(row)`` (or True once it is absent)."""
+    """The node's row for ``name`` once ``ready(row)`` (or True once it is absent).
+    Asked again after 10 ms, then twice as long each time up to 100 ms: an
+    enforcer applies a policy in 10-20 ms, and the command should return then."""
     deadline = time.monotonic() + wait
+    pause = POLL_FIRST
     while time.monotonic() < deadline:
         row = _row(await _ask(nc, node, "list"), name)
         if until_absent and row is None:
             return True
         if row is not None and not until_absent and ready(row):
             return row
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, POLL_MAX)
     return None
 
 
