@@ -195,7 +195,9 @@ struct ocellus_bin_state {
 	__u64 keep[OCELLUS_BIN_EPOCHS];
 };
 
-/* scope_cgroups key (hash; the value is a __u8, 1): a policy scoped to
+/* scope_cgroups key (hash; the value is a __u8 the kernel never reads: the
+ * enforcer's note of why the entry is there, services/enforcer/scope_state.py;
+ * only the key's presence counts): a policy scoped to
  * containers or pods (podSelector, containerSelector, TracingPolicyNamespaced,
  * hostSelector, reactions) applies where bpf_get_current_cgroup_id() is in its
  * scope's set; with OCELLUS_PF_NOT (the host included), where it is not (the

@@ -110,6 +110,8 @@ class PolicyEngine:
             else:
                 self._adopted[hook_id] = info
         self._registry.add(self._adopted.items())
+        if self.scopes is not None:  # the reactions in their sets, before any is rewritten
+            self.scopes.adopt({i: info.policy for i, info in self._adopted.items()})
         return len(self._adopted)
 
     async def finish_adoption(self) -> None:

@@ -13,6 +13,11 @@ current by the sensor's cgroup_mkdir / cgroup_rmdir records on
 drops what arrives while the enforcer is away). A change of a policy's scope
 writes a new scope id's set before the slots name it, then drops the old
 set: no moment without one.
+
+What reactions added outlives the enforcer: each entry's value says why it is
+there (scope_state.py), and a new enforcer reads the REACTED ones back before
+it places any policy (adopt), carries them into the policy's new set, and only
+then lets the old set go (purge_unknown).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import collections
 import ctypes as ct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from services.common import bpfsys
@@ -29,6 +35,7 @@ from services.common.containers import ContainerInfo, ContainerResolver
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
 from services.enforcer.scope_spec import ScopeSpec
+from services.enforcer.scope_state import REACTED, SELECTED, EarlierSets, read_earlier
 from services.sensor.hook_records import POLICY_MAPS, ScopeKey
 from services.sensor.proc_records import SCOPE_IDS, ScopeFilter
 
@@ -48,16 +55,19 @@ class _Scope:
     id: int
     spec: ScopeSpec
     reacted: set[str] = field(default_factory=set)  # container ids reactions added
-    members: set[int] = field(default_factory=set)  # cgroup ids in the kernel set
+    members: dict[int, int] = field(default_factory=dict)  # cgroup id → its value in the set
 
     @property
     def filter(self) -> ScopeFilter:
         return ScopeFilter(self.id, negate=self.spec.host)
 
-    def in_set(self, info: ContainerInfo | None, container_id: str) -> bool:
-        """Whether a container's cgroup belongs in the kernel set."""
-        applies = container_id in self.reacted or (info is not None and self.spec.matches(info))
-        return not applies if self.spec.host else applies
+    def entry(self, info: ContainerInfo | None, container_id: str) -> int:
+        """The value of a container's cgroup in the kernel set; 0: not in it."""
+        selected = info is not None and self.spec.matches(info)
+        reacted = container_id in self.reacted
+        if self.spec.host:  # the set holds the containers left out
+            return 0 if selected or reacted else SELECTED
+        return (SELECTED if selected else 0) | (REACTED if reacted else 0)
 
 
 class ScopeManager:
@@ -66,23 +76,46 @@ class ScopeManager:
         self._map = scope_map
         self._scopes: dict[str, _Scope] = {}  # by policy name: in the slots now
         self._pending: dict[str, _Scope] = {}  # prepared, not yet in the slots
+        # An earlier enforcer's sets, until purge_unknown(); the containers its
+        # reactions added, by policy, for the policy's first set here
+        self._earlier = EarlierSets()
+        self._restored: dict[str, set[str]] = {}
         self._next_id = 1
         self._lock = asyncio.Lock()
         self.counters: collections.Counter[str] = collections.Counter()
 
+    # -- start-up -------------------------------------------------------------------
+    def adopt(self, hook_policies: Mapping[int, str]) -> None:
+        """Before any policy is placed: the sets an earlier enforcer left, and
+        the containers still here that its reactions added to each adopted
+        policy (``hook_policies``: policy by adopted hook id)."""
+        try:
+            self._earlier = read_earlier(self._map, hook_policies)
+        except OSError as e:  # without it, the next sets would drop the reactions
+            raise ScopeError(f"reading the scope sets an earlier enforcer left: {e}") from e
+        cgroups = self._container_cgroups()
+        for policy, cgroup_ids in self._earlier.reacted.items():
+            # a cgroup no longer in the tree: its container went while no enforcer ran
+            containers = {cgroups[c] for c in cgroup_ids if c in cgroups}
+            if containers:
+                self._restored[policy] = containers
+                log.info("reactions restored", policy=policy, containers=sorted(containers))
+
     # -- a policy's scope -----------------------------------------------------------
     async def prepare(self, policy: str, spec: ScopeSpec) -> ScopeFilter:
         """A new set for ``policy``'s scope, written before its slots name it;
-        reactions already applied to the policy carry over."""
+        reactions already applied to the policy (here, or by the earlier
+        enforcer) carry over."""
         async with self._lock:
             current = self._scopes.get(policy)
-            scope = _Scope(self._new_id(), spec, set(current.reacted) if current else set())
+            reacted = current.reacted if current else self._restored.get(policy, set())
+            scope = _Scope(self._new_id(), spec, set(reacted))
             self._pending[policy] = scope
             try:
                 for cgroup_id, container_id in self._container_cgroups().items():
-                    info = await self._info(cgroup_id)
-                    if scope.in_set(info, container_id):
-                        self._put(scope, cgroup_id)
+                    value = scope.entry(await self._info(cgroup_id), container_id)
+                    if value:
+                        self._put(scope, cgroup_id, value)
             except ScopeError:
                 self._drop(self._pending.pop(policy))
                 raise
@@ -111,7 +144,10 @@ class ScopeManager:
             self._drop(scope)
 
     def purge_unknown(self) -> int:
-        """Entries of scope ids no policy uses (an earlier enforcer's): removed."""
+        """Entries of scope ids no policy uses (an earlier enforcer's): removed.
+        Called once the policies are placed: what they restored is in their sets."""
+        self._earlier = EarlierSets()
+        self._restored.clear()
         used = {s.id for s in (*self._scopes.values(), *self._pending.values())}
         stale = [k for k in self._map.keys(ScopeKey) if k.scope not in used]
         for key in stale:
@@ -143,15 +179,14 @@ class ScopeManager:
             if scope is None or not scope.spec.reactive:
                 self.counters["reaction_without_scope"] += 1
                 return None
-            scope.reacted.add(container_id)
             pending = self._pending.get(policy)
-            if pending is not None:
-                pending.reacted.add(container_id)
+            targets = (scope,) if pending is None else (scope, pending)
+            for target in targets:
+                target.reacted.add(container_id)
             for cgroup_id, cid in self._container_cgroups().items():
                 if cid == container_id:
-                    self._put(scope, cgroup_id)
-                    if pending is not None:
-                        self._put(pending, cgroup_id)
+                    for target in targets:  # REACTED: the next enforcer finds it
+                        self._put(target, cgroup_id, target.members.get(cgroup_id, 0) | REACTED)
             return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
     # -- cgroups come and go --------------------------------------------------------
@@ -170,9 +205,10 @@ class ScopeManager:
                     return  # removed meanwhile
                 info = await self._info(cgroup_id)
                 for scope in (*self._scopes.values(), *self._pending.values()):
-                    if scope.in_set(info, container.container_id):
+                    value = scope.entry(info, container.container_id)
+                    if value:
                         try:
-                            self._put(scope, cgroup_id)
+                            self._put(scope, cgroup_id, value)
                         except ScopeError as e:
                             self.counters["scope_write_errors"] += 1
                             log.warning("scope not updated", cgroup=path, reason=str(e))
@@ -188,13 +224,16 @@ class ScopeManager:
         for scope in (*self._scopes.values(), *self._pending.values()):
             if cgroup_id in scope.members:
                 self._map.delete(ScopeKey(scope.id, 0, cgroup_id))
-                scope.members.discard(cgroup_id)
+                del scope.members[cgroup_id]
         container = parse_container_cgroup(path)
         if container is not None and not any(
             cid == container.container_id for cid in self._container_cgroups().values()
         ):
-            for scope in self._scopes.values():
-                scope.reacted.discard(container.container_id)  # the container is gone
+            # the container is gone
+            for scope in (*self._scopes.values(), *self._pending.values()):
+                scope.reacted.discard(container.container_id)
+            for restored in self._restored.values():
+                restored.discard(container.container_id)
 
     async def reconcile(self) -> None:
         """Rescan the cgroup tree and put every set right (missed records)."""
@@ -202,17 +241,21 @@ class ScopeManager:
         async with self._lock:
             cgroups = self._container_cgroups()
             for scope in self._scopes.values():
-                want = set()
+                want = {}
                 for cgroup_id, container_id in cgroups.items():
-                    if scope.in_set(await self._info(cgroup_id), container_id):
-                        want.add(cgroup_id)
-                for cgroup_id in scope.members - want:
+                    value = scope.entry(await self._info(cgroup_id), container_id)
+                    if value:
+                        want[cgroup_id] = value
+                for cgroup_id in scope.members.keys() - want.keys():
                     self._map.delete(ScopeKey(scope.id, 0, cgroup_id))
-                    scope.members.discard(cgroup_id)
+                    del scope.members[cgroup_id]
                     self.counters["reconcile_removed"] += 1
-                for cgroup_id in want - scope.members:
-                    self._put(scope, cgroup_id)
-                    self.counters["reconcile_added"] += 1
+                for cgroup_id, value in want.items():
+                    if scope.members.get(cgroup_id) != value:
+                        added = cgroup_id not in scope.members
+                        self._put(scope, cgroup_id, value)
+                        self.counters["reconcile_added" if added else "reconcile_changed"] += 1
+            self.counters["reconciles"] += 1  # full resyncs done (the status says)
 
     async def run_reconcile(self, interval: float) -> None:
         while True:
@@ -239,7 +282,9 @@ class ScopeManager:
             return None
 
     def _new_id(self) -> int:
+        # An earlier enforcer's ids too: their sets stay whole while slots name them.
         used = {s.id for s in (*self._scopes.values(), *self._pending.values())}
+        used |= self._earlier.scope_ids
         for _ in range(SCOPE_IDS):
             candidate = self._next_id
             self._next_id = self._next_id % (SCOPE_IDS - 1) + 1  # 1 .. SCOPE_IDS-1
@@ -247,15 +292,15 @@ class ScopeManager:
                 return candidate
         raise ScopeError(f"more than {SCOPE_IDS - 1} scoped policies")
 
-    def _put(self, scope: _Scope, cgroup_id: int) -> None:
-        if cgroup_id in scope.members:
+    def _put(self, scope: _Scope, cgroup_id: int, value: int) -> None:
+        if scope.members.get(cgroup_id) == value:
             return
         try:
-            self._map.update(ScopeKey(scope.id, 0, cgroup_id), ct.c_uint8(1))
+            self._map.update(ScopeKey(scope.id, 0, cgroup_id), ct.c_uint8(value))
         except OSError as e:
             limit = f" (limit: {SCOPE_CGROUPS_MAX} entries)" if e.errno in (7, 28) else ""
             raise ScopeError(f"writing scope_cgroups: {e.strerror or e}{limit}") from e
-        scope.members.add(cgroup_id)
+        scope.members[cgroup_id] = value
 
     def _drop(self, scope: _Scope) -> None:
         for cgroup_id in scope.members:

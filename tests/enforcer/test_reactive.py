@@ -3,12 +3,14 @@
 container to a reactive policy's scope, and the next forbidden open there is
 killed in the kernel; other containers and the host are untouched. The test
 prints the latencies: triggering exec → block in the map (the enforcer's
-measure, kernel clock), and → first kill (event times)."""
+measure, kernel clock), and → first kill (event times). What reactions added
+outlives a SIGKILLed enforcer: the next one finds it in the pinned map."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,10 +21,18 @@ import pytest
 
 from schemas import codec, subjects
 from schemas.events import parse_timestamp
+from services.common.bpfsys import PinnedMap
 from services.enforcer.reactions import ReactionsError, load_reactions
-from tests.conftest import ServiceProcess
+from services.sensor.hook_records import ScopeKey, policy_pin_dir
+from tests.conftest import ServiceProcess, start_enricher
 from tests.docker_fixtures import DockerDaemon
-from tests.enforcer.enforcer_process import NODE, policies, running_enforcer
+from tests.enforcer.enforcer_process import (
+    NODE,
+    collected,
+    policies,
+    running_enforcer,
+    wait_until,
+)
 from tests.enforcer.test_scoping import (
     RUN_ID,
     SECRET,
@@ -46,6 +56,8 @@ spec:
       parentBinary: {operator: Postfix, values: [/sh]}
     addContainerTo: block-compromised
 """
+REACTIVE_META = "  annotations: {ocellus.io/scope: reactive}\n"
+TRIGGER_CMD = "/bin/busybox sh -c 'echo triggered'; true"  # sh forks busybox's sh
 
 
 @pytest.fixture(scope="module")
@@ -53,31 +65,41 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("reactive-policies")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def enforcer_env(docker_daemon: DockerDaemon, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The reactions file and the Docker socket, as the enforcer's environment
+    (and the secret on the host, for host_cat)."""
+    reactions = tmp_path / "reactions.yaml"
+    reactions.write_text(REACTIONS)
+    Path(SECRET).write_text("secret\n")
+    try:
+        yield {
+            "OCELLUS_ENFORCER_DOCKER_SOCKET": str(docker_daemon.socket),
+            "OCELLUS_ENFORCER_REACTIONS_FILE": str(reactions),
+        }
+    finally:
+        Path(SECRET).unlink()
+
+
+@pytest.fixture
 def enforcer(
     sensor: ServiceProcess,
     module_nats_url: str,
     policy_dir: Path,
     docker_daemon: DockerDaemon,
-    tmp_path_factory: pytest.TempPathFactory,
+    enforcer_env: dict[str, str],
+    tmp_path: Path,
 ) -> Iterator[ServiceProcess]:
-    work = tmp_path_factory.mktemp("reactive")
-    reactions = work / "reactions.yaml"
-    reactions.write_text(REACTIONS)
-    Path(SECRET).write_text("secret\n")
-    try:
-        with running_enforcer(
-            module_nats_url,
-            policy_dir,
-            work,
-            enricher=True,
-            enricher_env={"OCELLUS_ENRICHER_DOCKER_SOCKET": str(docker_daemon.socket)},
-            OCELLUS_ENFORCER_DOCKER_SOCKET=str(docker_daemon.socket),
-            OCELLUS_ENFORCER_REACTIONS_FILE=str(reactions),
-        ) as service:
-            yield service
-    finally:
-        Path(SECRET).unlink()
+    """Per test: the restart test below runs enforcers of its own."""
+    with running_enforcer(
+        module_nats_url,
+        policy_dir,
+        tmp_path,
+        enricher=True,
+        enricher_env={"OCELLUS_ENRICHER_DOCKER_SOCKET": str(docker_daemon.socket)},
+        **enforcer_env,
+    ) as service:
+        yield service
 
 
 @pytest.fixture
@@ -116,8 +138,7 @@ async def test_shell_under_shell_in_a_container_blocks_what_follows_there(
     """Before the trigger the reactive policy applies nowhere; after `sh -c
     'busybox sh -c ...'` in container A, cat of the secret is killed in A, not
     in B, not on the host."""
-    meta = "  annotations: {ocellus.io/scope: reactive}\n"
-    text = scoped_policy("block-compromised", "", meta=meta)
+    text = scoped_policy("block-compromised", "", meta=REACTIVE_META)
     run = asyncio.to_thread  # blocking calls off the loop: the events arrive meanwhile
     row = await run(apply, policy_dir, module_nats_url, "block-compromised", text)
     assert row["scope"]["cgroups"] == 0  # type: ignore[index]
@@ -126,8 +147,7 @@ async def test_shell_under_shell_in_a_container_blocks_what_follows_there(
     assert await run(containers.cat, a) == 0  # nothing detected yet: not blocked
 
     # A shell starting busybox's shell by path ("; true": sh forks, not execs in place)
-    trigger_cmd = "/bin/busybox sh -c 'echo triggered'; true"
-    assert await run(containers.docker.run, "exec", a, "sh", "-c", trigger_cmd) == "triggered"
+    assert await run(containers.docker.run, "exec", a, "sh", "-c", TRIGGER_CMD) == "triggered"
     started = time.monotonic()
     while (code := await run(containers.cat, a)) != SIGKILLED:
         assert code == 0, code
@@ -167,6 +187,138 @@ async def test_shell_under_shell_in_a_container_blocks_what_follows_there(
     )
     rows = await run(policies, module_nats_url)
     assert rows["block-compromised"]["scope"]["reacted"] == [a]
+
+
+def _scope_entries() -> list[tuple[int, int]]:
+    """(scope id, cgroup id) of every entry in the kernel's scope_cgroups."""
+    pin = policy_pin_dir(Path(os.environ["OCELLUS_BPF_PIN_DIR"]), NODE) / "scope_cgroups"
+    scope_map = PinnedMap(pin)
+    try:
+        return [(k.scope, k.cgroup_id) for k in scope_map.keys(ScopeKey)]
+    finally:
+        scope_map.close()
+
+
+def _start_enforcer(nats_url: str, policy_dir: Path, log: Path, **env: str) -> ServiceProcess:
+    service = ServiceProcess(
+        "enforcer",
+        {
+            "OCELLUS_NATS_URL": nats_url,
+            "OCELLUS_NODE_NAME": NODE,
+            "OCELLUS_STATUS_INTERVAL": "0.5",
+            "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
+            **env,
+        },
+        log,
+    )
+    service.wait_for_log('"enforcer running"')
+    return service
+
+
+def _stop_enforcer(service: ServiceProcess, policy_dir: Path, nats_url: str) -> int:
+    """As running_enforcer ends: no policy left in the maps (other modules'
+    sensors load them), then a clean stop; its exit status."""
+    for f in policy_dir.iterdir():
+        f.unlink()
+    if service.proc.poll() is None:
+        wait_until(lambda: not policies(nats_url), "policies removed", 20)
+    return service.stop()
+
+
+async def test_reacted_container_stays_blocked_across_a_sigkilled_enforcer(
+    sensor: ServiceProcess,
+    module_nats_url: str,
+    policy_dir: Path,
+    docker_daemon: DockerDaemon,
+    enforcer_env: dict[str, str],
+    containers: Containers,
+    tmp_path: Path,
+) -> None:
+    """A container a reaction added stays in the policy's scope when the
+    enforcer is SIGKILLed and started again: every cat there is killed, before,
+    during and after the restart and the new enforcer's first full resync; the
+    policy still reports the container as reacted, and its entries leave the
+    kernel's set when it is removed."""
+    run, url, name = asyncio.to_thread, module_nats_url, "block-compromised"
+    env = {**enforcer_env, "OCELLUS_ENFORCER_SCOPE_RESCAN_INTERVAL": "1"}
+    socket = str(docker_daemon.socket)
+    enricher = await run(
+        start_enricher, url, tmp_path / "enricher.log", OCELLUS_ENRICHER_DOCKER_SOCKET=socket
+    )
+    enforcer = await run(_start_enforcer, url, policy_dir, tmp_path / "first.log", **env)
+    codes: list[int] = []  # of the cats in A while the enforcer is killed and replaced
+    probing, prober = True, None
+    try:
+        text = scoped_policy(name, "", meta=REACTIVE_META)
+        row = await run(apply, policy_dir, url, name, text)
+        first_scope = row["scope"]["id"]  # type: ignore[index]
+        a = await run(containers.start, f"survive-a-{RUN_ID}")
+        b = await run(containers.start, f"survive-b-{RUN_ID}")
+        assert await run(containers.docker.run, "exec", a, "sh", "-c", TRIGGER_CMD) == "triggered"
+        await run(wait_until, lambda: containers.cat(a) == SIGKILLED, "the reaction", 20)
+        assert await run(containers.cat, b) == 0
+        # A change of the policy moves its set to another scope id: the restart
+        # must find the reaction there, not count on the ids of a fresh start.
+        (policy_dir / f"{name}.yaml").write_text(text + "# changed\n")
+        await run(
+            wait_until,
+            lambda: policies(url)[name]["scope"]["id"] != first_scope,
+            "the changed policy's new set",
+            20,
+        )
+
+        async def probe() -> None:
+            while probing:
+                codes.append(await run(containers.cat, a))
+                await asyncio.sleep(0.1)
+
+        prober = asyncio.create_task(probe())
+        enforcer.proc.kill()  # SIGKILL: nothing saved on the way out
+        enforcer.proc.wait()
+        enforcer.stop()
+        restarted_ns = time.time_ns()
+        async with collected(url, subjects.status("enforcer", NODE)) as beats:
+            enforcer = await run(_start_enforcer, url, policy_dir, tmp_path / "second.log", **env)
+            assert (await run(policies, url))[name]["scope"]["reacted"] == [a]
+            assert await run(containers.cat, a) == SIGKILLED
+
+            def resynced() -> dict[str, Any] | None:
+                return next(
+                    (
+                        beat
+                        for beat in beats
+                        if beat["time"] > restarted_ns
+                        and beat.get("scopes", {}).get("reconciles", 0) >= 1
+                    ),
+                    None,
+                )
+
+            beat = await run(wait_until, resynced, "the first full scope resync", 30)
+        probing = False
+        await prober
+        assert codes and set(codes) == {SIGKILLED}, codes
+        assert await run(containers.cat, a) == SIGKILLED
+        assert await run(containers.cat, b) == 0
+        row = next(p for p in beat["policies"] if p["name"] == name)
+        assert row["scope"]["reacted"] == [a]
+        assert (await run(policies, url))[name]["scope"]["reacted"] == [a]
+
+        # The container goes: so do its entries, in the kernel too.
+        await run(containers.remove, a)
+        await run(
+            wait_until,
+            lambda: policies(url)[name]["scope"]["reacted"] == [],
+            "the removed container out of the scope",
+            20,
+        )
+        assert await run(_scope_entries) == []
+    finally:
+        probing = False
+        if prober is not None:
+            await prober
+        stopped = await run(_stop_enforcer, enforcer, policy_dir, url)
+        assert await run(enricher.stop) == 0, enricher.log()
+    assert stopped == 0, enforcer.log()
 
 
 @pytest.mark.parametrize(
