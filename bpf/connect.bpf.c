@@ -12,12 +12,17 @@
  * under the slot's current generation. The slot's action says the mode: in
  * enforce mode OVERRIDE (deny here; the tracepoint slot posts nothing), in
  * monitor mode POST (the tracepoint slot posts, with every arg; this
- * program lets the connect through and posts nothing). The enforcer accepts
+ * program lets the connect through and posts nothing). A scoped policy
+ * (podSelector, containerSelector, TracingPolicyNamespaced, hostSelector,
+ * reactions) denies where the slot's scope says, read as proc_stage reads it
+ * (lib/proc_select.h): the connecting task's cgroup in the scope's set, or
+ * not in it for a scope that takes in the host. The enforcer accepts
  * Override selectors with sockaddr filters only (connect_rules.py): process
- * selectors and filters on other args cannot be evaluated here.
+ * selectors (matchBinaries, matchPIDs, matchNamespaces) and filters on other
+ * args are not evaluated here.
  *
  * Included at the end of process.bpf.c, which declares the maps (and their
- * accessors: hook_config_get, val_match_has, hook_stats_get,
+ * accessors: hook_config_get, val_match_has, hook_stats_get, scope_has,
  * connect_rule_get), the ring buffer and emit(), and defines the programs:
  * BCC takes programs and rewrites map operations in the main file only. */
 #include "lib/policy.h"
@@ -183,6 +188,16 @@ static __always_inline void connect_post(struct ocellus_hook_config *c, __u32 sl
 		st->posted += 1;
 }
 
+/* The slot's scope takes in the connecting task, as proc_stage decides it:
+ * its cgroup (bpf_get_current_cgroup_id, the task's, as on the tracepoint)
+ * is in the scope's set, or, with OCELLUS_PF_NOT, is not. */
+static __always_inline int connect_in_scope(struct ocellus_hook_config *c)
+{
+	if (!(c->proc.scope_flags & OCELLUS_PF_ON))
+		return 1;
+	return !scope_has(c->proc.scope) != !(c->proc.scope_flags & OCELLUS_PF_NOT);
+}
+
 /* 1: let the connect through; 0: refuse it (the caller gets the rule's errno). */
 static __always_inline int connect_guard(struct bpf_sock_addr *ctx, const int v6)
 {
@@ -199,8 +214,9 @@ static __always_inline int connect_guard(struct bpf_sock_addr *ctx, const int v6
 			struct ocellus_hook_config *c = hook_config_get(&key);
 			if (!c || c->hook_id != r->hook_id || c->selector != r->selector)
 				continue;
-			if (c->action != OCELLUS_ACTION_OVERRIDE || !connect_slot_matches(c, &p))
-				break;  /* monitor mode (POST), or not this peer */
+			if (c->action != OCELLUS_ACTION_OVERRIDE || !connect_slot_matches(c, &p) ||
+			    !connect_in_scope(c))
+				break;  /* monitor mode (POST), not this peer, or out of scope */
 			struct ocellus_hook_stats *st = hook_stats_get(c->hook_id);
 			if (st)
 				st->denied += 1;

@@ -140,12 +140,7 @@ def compile_policy(
             "to it, but the call itself completes (an O_TRUNC truncates, an unlink unlinks)"
         )
     if any(h.connect for h in compiled):
-        notes.append(connect_note(effective == "monitor"))
-        if scope is not None:
-            raise PolicyError(
-                name,
-                [Problem("spec", "Override on connect applies node-wide; it cannot be scoped yet")],
-            )
+        notes.append(connect_note(effective == "monitor", scoped=scope is not None))
     if scope is not None:
         notes.append(
             "scoped: applies from the moment the enforcer sees a container's cgroup "

@@ -24,11 +24,18 @@ and a record says so (KPROBE_ACTION_OVERRIDE, the sockaddr arg; the fd and addrl
 are not visible to them and arrive unread). In monitor mode the slot's action is POST:
 the tracepoint posts the event (with every arg), the connect programs let it through.
 
+A scoped policy (podSelector, containerSelector, TracingPolicyNamespaced, hostSelector,
+the reactive scope) denies where its scope applies: the connect programs read the
+slot's scope as the tracepoint does (the connecting task's cgroup in the scope's set in
+``scope_cgroups``, or not in it for a scope that takes in the host).
+
 What the connect programs cannot evaluate is refused by path: Override on any call but
 connect, without a negative ``argError`` (they cannot make a connect "succeed" without
-connecting), with process selectors or filters on other args, without any filter (that
-would deny every connect of the node), after a selector of another action (the first
-matching selector decides, and they cannot evaluate that one), with Sigkill/Signal.
+connecting), with process selectors (matchBinaries, matchPIDs, matchNamespaces: their
+evaluation inside the programs' rule loop takes the verifier past its 1M-instruction
+limit) or filters on other args, without any filter (that would deny every connect of
+the node, or of the scope), after a selector of another action (the first matching
+selector decides, and they cannot evaluate that one), with Sigkill/Signal.
 
 ``ConnectRules`` writes the pinned ``connect_rules`` map; the engine calls it as part
 of a policy's whole-or-nothing apply.
@@ -177,7 +184,8 @@ def _problems(
                 Problem(
                     f"{path}.{key}",
                     f"{key} with Override is not supported yet: the connect programs "
-                    "evaluate the sockaddr (address, port, family) only",
+                    "evaluate the sockaddr (address, port, family) and the policy's scope "
+                    "(podSelector, containerSelector, hostSelector) only",
                 )
             )
     if not slot.filters:
@@ -295,12 +303,19 @@ class ConnectRules:
             self._map.close()
 
 
-def connect_note(monitor: bool) -> str:
+def connect_note(monitor: bool, *, scoped: bool = False) -> str:
     """What `policy apply` says of a policy with connect rules."""
     if monitor:
-        return "monitor mode: connects Override would deny are reported, not denied"
-    return (
-        "Override on connect: the sensor's cgroup connect4/connect6 programs refuse the "
-        "connect before any packet leaves, and connect() fails with argError; the event "
-        "carries the sockaddr (the fd and addrlen args are not visible there)"
-    )
+        note = "monitor mode: connects Override would deny are reported, not denied"
+    else:
+        note = (
+            "Override on connect: the sensor's cgroup connect4/connect6 programs refuse the "
+            "connect before any packet leaves, and connect() fails with argError; the event "
+            "carries the sockaddr (the fd and addrlen args are not visible there)"
+        )
+    if scoped:
+        note += (
+            "; only connects made in the policy's scope count (the connecting process's "
+            "cgroup decides, not the socket's)"
+        )
+    return note

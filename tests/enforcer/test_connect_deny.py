@@ -3,16 +3,21 @@ connect to a denied peer fail with argError (EPERM) before any packet leaves (th
 listener never sees the attempt) and lets other connects through; the enricher reports
 the denial (KPROBE_ACTION_OVERRIDE, the policy, the sockaddr); IPv6 too; monitor mode
 lets the connect through and reports it; an invalid change leaves the deny in place;
-deleting the policy allows again. And what the connect programs cannot serve is refused
-by path."""
+deleting the policy allows again. A scoped policy (containerSelector, podSelector,
+TracingPolicyNamespaced, hostSelector) denies where it applies and nowhere else, with real
+containers. And what the connect programs cannot serve is refused by path."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import secrets
 import select
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from schemas.policy import PolicyError
 from services.enforcer.compiled import compile_policy
 from services.sensor import capabilities
 from tests.conftest import ServiceProcess
+from tests.docker_fixtures import DOCKER_SOCKET, DockerDaemon
 from tests.enforcer.enforcer_process import (
     cli,
     policies,
@@ -46,17 +52,30 @@ except OSError as e:
 """
 
 
-def deny_policy(port: int, *, error: str = "-1", mode: str | None = None, side: str = "D") -> str:
+RUN_ID = secrets.token_hex(4)
+
+
+def deny_policy(
+    port: int,
+    *,
+    error: str = "-1",
+    mode: str | None = None,
+    side: str = "D",
+    scope: str = "",
+    kind: str = "TracingPolicy",
+    meta: str = "",
+) -> str:
     """DAddr/DPort by default (connect's sockaddr is the destination); side "S" is
-    Tetragon's spelling for a sockaddr, SAddr/SPort, which means the same."""
+    Tetragon's spelling for a sockaddr, SAddr/SPort, which means the same. ``scope``:
+    spec lines (podSelector, ...), ``meta``: metadata lines (a namespace)."""
     options = f"  options: [{{name: policy-mode, value: {mode}}}]\n" if mode else ""
     arg_error = f", argError: {error}" if error else ""
     return f"""apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
+kind: {kind}
 metadata:
   name: {NAME}
-spec:
-{options}  kprobes:
+{meta}spec:
+{options}{scope}  kprobes:
   - call: sys_connect
     syscall: true
     message: "denied connect"
@@ -85,7 +104,8 @@ def enforcer(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
     logs = tmp_path_factory.mktemp("enf")
-    with running_enforcer(module_nats_url, policy_dir, logs, enricher=True) as service:
+    docker = {"OCELLUS_ENFORCER_DOCKER_SOCKET": str(DOCKER_SOCKET)}  # scoped policies
+    with running_enforcer(module_nats_url, policy_dir, logs, enricher=True, **docker) as service:
         yield service
 
 
@@ -280,6 +300,181 @@ async def test_invalid_change_keeps_the_deny_and_delete_allows(
     assert attempted(listeners["v4"])
 
 
+class Boxes:
+    """Busybox containers, each listening on ``port`` of its own loopback (a network
+    namespace of its own: 127.0.0.2 there is not the host's); removed at the end."""
+
+    def __init__(self, docker: DockerDaemon, port: int) -> None:
+        self.docker = docker
+        self.port = port
+        self.ids: list[str] = []
+
+    def start(self, name: str, labels: dict[str, str] | None = None) -> str:
+        cid = self.docker.run(
+            "run", "-d", "--name", name,
+            *(a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")),
+            "ocellus-test-busybox", "sh", "-c",
+            f"busybox nc -ll -p {self.port} -e true & exec sleep 300",
+        )  # fmt: skip
+        self.ids.append(cid)
+        deadline = time.monotonic() + 30
+        while self.connect(cid)[0] != 0:  # its listener is up
+            assert time.monotonic() < deadline, f"container {name}: no listener on {self.port}"
+            time.sleep(0.1)
+        return cid
+
+    def connect(self, cid: str) -> tuple[int, str]:
+        """``nc 127.0.0.2 port`` in the container (docker exec): its exit status (0: it
+        connected) and what it said."""
+        done = subprocess.run(
+            [self.docker.cli, "exec", cid, "busybox", "nc", "-w", "5", "127.0.0.2",
+             str(self.port)],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        return done.returncode, done.stderr.decode(errors="replace")
+
+
+def refused(result: tuple[int, str], code: int = errno.EPERM) -> bool:
+    """busybox nc failed to connect, with that errno."""
+    return result[0] == 1 and os.strerror(code) in result[1]
+
+
+@pytest.fixture
+def boxes(
+    docker_daemon: DockerDaemon, busybox_image: str, listeners: dict[str, socket.socket]
+) -> Iterator[Boxes]:
+    made = Boxes(docker_daemon, port_of(listeners["v4"]))
+    yield made
+    for cid in made.ids:
+        docker_daemon.run("rm", "-f", cid)
+
+
+# The scoped container is a pod's (CRI labels); the other one is a plain container with
+# the pod's label, which no podSelector selects.
+_POD_NAMESPACE = f"cdeny-{RUN_ID}"
+_WEB = f"web-{RUN_ID}"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("kind", "scope", "meta"),
+    [
+        pytest.param(
+            "TracingPolicy",
+            f"  containerSelector:\n    matchLabels: {{name: {_WEB}}}\n",
+            "",
+            id="containerSelector",
+        ),
+        pytest.param(
+            "TracingPolicy",
+            "  podSelector:\n    matchLabels: {app: cdeny-web}\n",
+            "",
+            id="podSelector",
+        ),
+        pytest.param(
+            "TracingPolicyNamespaced", "", f"  namespace: {_POD_NAMESPACE}\n", id="namespaced"
+        ),
+    ],
+)
+async def test_scoped_deny_refuses_in_its_scope_only(
+    enforcer: ServiceProcess,
+    apply: Any,
+    listeners: dict[str, socket.socket],
+    boxes: Boxes,
+    kind: str,
+    scope: str,
+    meta: str,
+) -> None:
+    """A scoped Override: the connect fails with EPERM in the pod's container; the same
+    connect from another container and from the host connects."""
+    port = boxes.port
+    pod = {
+        "io.kubernetes.pod.namespace": _POD_NAMESPACE,
+        "io.kubernetes.pod.name": "web-1",
+        "io.kubernetes.container.name": _WEB,
+        "app": "cdeny-web",
+    }
+    web = await asyncio.to_thread(boxes.start, f"cdeny-web-{RUN_ID}", pod)
+    plain = await asyncio.to_thread(boxes.start, f"cdeny-plain-{RUN_ID}", {"app": "cdeny-web"})
+    row = apply(deny_policy(port, scope=scope, kind=kind, meta=meta))
+    assert row["scope"]["host"] is False and row["scope"]["cgroups"] >= 1, row
+
+    denied = await asyncio.to_thread(boxes.connect, web)
+    assert refused(denied), denied
+    assert await asyncio.to_thread(boxes.connect, plain) == (0, "")
+    assert (await connect(socket.AF_INET, "127.0.0.2", port))[1] == 0
+    assert attempted(listeners["v4"])
+
+
+@pytest.mark.docker
+async def test_host_only_deny_refuses_on_the_host_not_in_containers(
+    enforcer: ServiceProcess,
+    apply: Any,
+    listeners: dict[str, socket.socket],
+    boxes: Boxes,
+) -> None:
+    """hostSelector: {} alone: the host's connect fails with argError (EACCES) and never
+    reaches the listener; the same connect in a container connects."""
+    port = boxes.port
+    cid = await asyncio.to_thread(boxes.start, f"cdeny-host-only-{RUN_ID}")
+    row = apply(deny_policy(port, error="-13", scope="  hostSelector: {}\n"))
+    assert row["scope"]["host"] is True, row
+
+    assert (await connect(socket.AF_INET, "127.0.0.2", port))[1] == errno.EACCES
+    assert not attempted(listeners["v4"])
+    assert await asyncio.to_thread(boxes.connect, cid) == (0, "")
+
+
+async def find_in(
+    got: list[dict[str, Any]], cid: str, port: int, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The first process_kprobe of NAME from container ``cid`` connecting to ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ev in got:
+            body = ev.get("process_kprobe")
+            if (
+                body
+                and body["policy_name"] == NAME
+                and body["process"].get("docker") == cid[:31]
+                and body["args"][1]["sockaddr_arg"]["port"] == port
+            ):
+                return dict(body)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no process_kprobe of {NAME} from container {cid[:12]}")
+
+
+@pytest.mark.docker
+async def test_scoped_monitor_mode_reports_in_its_scope_only(
+    enforcer: ServiceProcess,
+    apply: Any,
+    listeners: dict[str, socket.socket],
+    boxes: Boxes,
+    events: list[dict[str, Any]],  # noqa: F811 - the fixture
+) -> None:
+    """Monitor mode, containerSelector: the container's connect connects and is reported
+    as what enforce mode would do; the host's connects and is not reported."""
+    port = boxes.port
+    cid = await asyncio.to_thread(boxes.start, f"cdeny-monitor-{RUN_ID}")
+    scope = f"  containerSelector:\n    matchLabels: {{name: cdeny-monitor-{RUN_ID}}}\n"
+    row = apply(deny_policy(port, mode="monitor", scope=scope))
+    assert row["mode"] == "monitor" and row["scope"]["cgroups"] >= 1, row
+
+    host_pid, code = await connect(socket.AF_INET, "127.0.0.2", port)
+    assert code == 0
+    assert attempted(listeners["v4"])
+    assert await asyncio.to_thread(boxes.connect, cid) == (0, "")
+    seen = await find_in(events, cid, port)
+    assert seen["action"] == "KPROBE_ACTION_POST", seen
+    assert seen["message"] == "denied connect [monitor mode: would OVERRIDE (EPERM)]"
+    await asyncio.sleep(0.5)  # the host's connect came first: its event would be here by now
+    assert not [
+        ev
+        for ev in events
+        if (body := ev.get("process_kprobe")) and body["process"]["pid"] == host_pid
+    ]
+
+
 _HEAD = (
     "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: x}\nspec:\n  kprobes:\n"
 )
@@ -337,13 +532,24 @@ _CONNECT_HOOK = "  - call: sys_connect\n    syscall: true\n" + _SOCKADDR_ARGS + 
             "must come before",
             id="after-another-selector",
         ),
+        pytest.param(
+            _CONNECT_HOOK
+            + _SADDR
+            + "      matchNamespaces: [{namespace: Net, operator: NotIn, values: [host_ns]}]\n"
+            + _DENY,
+            "selectors[0].matchNamespaces",
+            "not supported yet",
+            id="match-namespaces-in-a-scoped-policy",
+        ),
     ],
 )
 def test_override_refused_where_the_connect_programs_cannot_serve_it(
     hook: str, path: str, why: str
 ) -> None:
-    """Each Override the connect programs cannot evaluate is refused, naming its path."""
-    text = _HEAD + hook
+    """Each Override the connect programs cannot evaluate is refused, naming its path, in
+    a scoped policy too (the last case)."""
+    scope = "  containerSelector: {matchLabels: {name: web}}\n" if "Namespaces" in hook else ""
+    text = _HEAD.replace("  kprobes:", scope + "  kprobes:") + hook
     with pytest.raises(PolicyError) as e:
         compile_policy(text, capabilities.probe())
     assert f"spec.kprobes[0].{path}" in str(e.value) and why in str(e.value), str(e.value)
@@ -356,3 +562,27 @@ def test_override_refused_without_cgroup_connect_programs() -> None:
     with pytest.raises(PolicyError, match=r"cgroup_connect: EPERM"):
         compile_policy(text, caps)
     assert compile_policy(text, capabilities.probe()).hooks[0].connect
+
+
+@pytest.mark.parametrize(
+    ("metadata", "scope", "host"),
+    [
+        pytest.param("{name: x}", "  containerSelector: {matchLabels: {name: web}}\n", False,
+                     id="containerSelector"),
+        pytest.param("{name: x}", "  podSelector: {matchLabels: {app: web}}\n", False,
+                     id="podSelector"),
+        pytest.param("{name: x}", "  hostSelector: {}\n", True, id="host-only"),
+        pytest.param("{name: x, annotations: {ocellus.io/scope: reactive}}", "", False,
+                     id="reactive"),
+    ],
+)  # fmt: skip
+def test_scoped_override_compiles_to_connect_rules(metadata: str, scope: str, host: bool) -> None:
+    """A scoped Override policy is accepted: its connect rules and its scope, together."""
+    text = (
+        f"apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {metadata}\nspec:\n"
+        f"{scope}  kprobes:\n{_CONNECT_HOOK}{_SADDR}{_DENY}"
+    )
+    compiled = compile_policy(text, capabilities.probe())
+    assert compiled.hooks[0].connect and compiled.scope is not None
+    assert compiled.scope.host is host
+    assert any("made in the policy's scope" in n for n in compiled.notes), compiled.notes
