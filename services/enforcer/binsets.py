@@ -85,13 +85,9 @@ class BinarySets:
         """Take over the sets an earlier enforcer left: ``owners`` maps hook ids to
         the bits their configs name."""
         found: dict[tuple[int, bytes], int] = {}
-        for key in self._trie.keys(BinKey):
-            value = BinValue()
-            if self._trie.lookup(key, value):
-                # not key.data: ctypes cuts a char array at its first NUL
-                data = ct.string_at(ct.addressof(key) + BinKey.data.offset, key.prefixlen // 8 - 1)
-                found[(key.dir, data)] = value.own
-                self._written[(key.dir, data)] = (value.bits, value.own)
+        for entry, value in read_entries(self._trie).items():
+            found[entry] = value.own
+            self._written[entry] = (value.bits, value.own)
         by_bit = sets_from_entries(found)
         self._bits = {s: bit for bit, s in by_bit.items()}
         for owner, bits in owners.items():
@@ -133,3 +129,15 @@ class BinarySets:
             self._state.update(ct.c_uint32(0), state)
         except OSError as e:
             raise BinSetError(f"writing bin_state: {e.strerror or e}") from e
+
+
+def read_entries(trie: bpfsys.PinnedMap) -> dict[tuple[int, bytes], BinValue]:
+    """bin_match as it is: (dir, data) of each entry → its value. Raises OSError (bpf())."""
+    found = {}
+    for key in trie.keys(BinKey):
+        value = BinValue()
+        if trie.lookup(key, value):
+            # not key.data: ctypes cuts a char array at its first NUL
+            data = ct.string_at(ct.addressof(key) + BinKey.data.offset, key.prefixlen // 8 - 1)
+            found[(key.dir, data)] = value
+    return found

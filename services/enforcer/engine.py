@@ -27,6 +27,7 @@ from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy
 from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
+from services.enforcer.reacted_binaries import ReactedBinaries, ReactionRefused, opted_in, widened
 from services.enforcer.registry import Registry
 from services.enforcer.revision import revision_of
 from services.enforcer.scopes import ScopeError, ScopeManager
@@ -97,6 +98,8 @@ class PolicyEngine:
         self._modes: dict[str, Mode] = {}  # runtime overrides (`ocellus policy mode`)
         self._lock = asyncio.Lock()
         self.sensor_answered: bool | None = None
+        # ocellus.io/binaries: reactive: the paths reactions added to In sets
+        self.binaries = ReactedBinaries()
 
     # -- start-up -------------------------------------------------------------------
     async def adopt(self) -> int:
@@ -110,8 +113,10 @@ class PolicyEngine:
             else:
                 self._adopted[hook_id] = info
         self._registry.add(self._adopted.items())
+        policies = {i: info.policy for i, info in self._adopted.items()}
         if self.scopes is not None:  # the reactions in their sets, before any is rewritten
-            self.scopes.adopt({i: info.policy for i, info in self._adopted.items()})
+            self.scopes.adopt(policies)
+        self.binaries.adopt(self._table.scope_map.path.parent, policies)
         return len(self._adopted)
 
     async def finish_adoption(self) -> None:
@@ -121,6 +126,7 @@ class PolicyEngine:
                 self._table.detach(hook_id)
             self._adopted.clear()
             self._connect.retain(self._table.hook_ids())
+            self.binaries.finish()
             if self.scopes is not None:
                 stale = self.scopes.purge_unknown()
                 if stale:
@@ -143,6 +149,7 @@ class PolicyEngine:
         compiled = compile_policy(text, self._caps, self._formats, source=source, mode=mode)
         if name is None and compiled.name in self._modes:
             return self.check(text, source, compiled.name)
+        opted_in(text, source, compiled)  # a bad ocellus.io/binaries is refused here
         return compiled
 
     async def set_mode(self, name: str, mode: Mode | None) -> PolicyStatus | None:
@@ -194,6 +201,8 @@ class PolicyEngine:
                 and current.compiled.mode == compiled.mode
             ):
                 return self._status[compiled.name]
+            carried = self.binaries.carried(compiled, opted_in(text, source, compiled))
+            compiled = widened(compiled, carried or ())
             try:
                 compiled = await self._scoped(compiled)
             except (ApplyError, ScopeError) as e:
@@ -209,6 +218,7 @@ class PolicyEngine:
                     self.scopes.commit(compiled.name)
                 else:
                     self.scopes.release(compiled.name)
+            self.binaries.placed(compiled.name, carried)
             self._applied[compiled.name] = _Applied(compiled, ids, source, text)
             self._status.pop(source, None)  # an unnamed error of this source is over
             status = self._status[compiled.name] = PolicyStatus(
@@ -245,11 +255,30 @@ class PolicyEngine:
             self._connect.drop(current.hook_ids)
             if self.scopes is not None:
                 self.scopes.release(name)
+            self.binaries.release(name)
             self._registry.retire(current.hook_ids)
             await self._publish_registry()
             await self._sync_sensor()
             log.info("policy removed", policy=name, source=source)
             return True
+
+    async def add_binary(self, policy: str, binary: str) -> int:
+        """Reaction: ``binary`` joins the matchBinaries In sets of ``policy``
+        (ocellus.io/binaries: reactive), a values-only change of the applied
+        revision. CLOCK_MONOTONIC ns when the maps have it (the kernel's ktime
+        clock); ReactionRefused, and nothing changed, otherwise."""
+        async with self._lock:
+            current = self._applied.get(policy)
+            reacted = self.binaries.admit(policy, binary)
+            if reacted is not None and current is not None:
+                compiled = widened(current.compiled, (binary,))
+                try:
+                    ids = await self._place(compiled, current)
+                except (ApplyError, HookTableError, OSError) as e:
+                    raise ReactionRefused("reaction_apply_failed", f"{policy}: {e}") from e
+                current.compiled, current.hook_ids = compiled, ids
+                self.binaries.placed(policy, reacted)
+            return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
     def forget_error(self, key: str) -> None:
         """A source whose unnamed, refused text is gone (a deleted file)."""
@@ -273,6 +302,8 @@ class PolicyEngine:
             row["counters"] = totals
             if applied is not None and applied.compiled.scope is not None and self.scopes:
                 row["scope"] = self.scopes.describe(key)
+            if applied is not None and (binaries := self.binaries.describe(key)) is not None:
+                row["binaries"] = binaries
             rows.append(row)
         return rows
 

@@ -13,10 +13,16 @@ A reactions file (``OCELLUS_ENFORCER_REACTIONS_FILE``)::
           binary: {operator: Postfix, values: [/busybox]}
           parentBinary: {operator: In, values: [/bin/sh]}
         addContainerTo: block-compromised   # a policy with ocellus.io/scope: reactive
+        addBinaryTo: kill-reacted           # a policy with ocellus.io/binaries: reactive
 
-When a matching exec comes from a container, the container (every cgroup it
-has, and the ones it makes later) joins the named policy's scope: that
-policy's selectors, Sigkill included, apply inside it from then on. Events are
+A reaction names addContainerTo, addBinaryTo or both. When a matching exec
+comes from a container, addContainerTo adds the container (every cgroup it
+has, and the ones it makes later) to the named policy's scope: that policy's
+selectors, Sigkill included, apply inside it from then on. addBinaryTo adds
+the exec's binary (``process.binary``, the path it was exec'd by) to the
+named policy's matchBinaries In sets, on the host too (reacted_binaries.py):
+from then on a process of that binary is matched like one the policy names,
+in the policy's scope if it has one. Events are
 read on ``ocellus.events.<node>.process_exec`` as the enricher publishes them
 (the subject OCELLUS_EVENTS stores), with a core subscription: no consumer
 state, no replay of old detections after a restart.
@@ -29,14 +35,15 @@ import collections
 import statistics
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas import codec
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
+from services.enforcer.reacted_binaries import ReactionRefused
 from services.enforcer.scopes import ScopeManager
 
 log = get_logger("ocellus.enforcer.reactions")
@@ -85,12 +92,20 @@ class Match(_Model):
         return self.parent_binary is None or self.parent_binary.matches(_str(parent.get("binary")))
 
 
+_PolicyName = Annotated[str, Field(min_length=1, max_length=253)]
+
+
 class Reaction(_Model):
     name: Annotated[str, Field(min_length=1, max_length=253)]
     match: Match
-    add_container_to: Annotated[str, Field(min_length=1, max_length=253)] = Field(
-        alias="addContainerTo"
-    )
+    add_container_to: _PolicyName | None = Field(None, alias="addContainerTo")
+    add_binary_to: _PolicyName | None = Field(None, alias="addBinaryTo")
+
+    @model_validator(mode="after")
+    def _adds_something(self) -> Self:
+        if self.add_container_to is None and self.add_binary_to is None:
+            raise ValueError("give addContainerTo, addBinaryTo or both")
+        return self
 
 
 class _Metadata(_Model):
@@ -161,15 +176,30 @@ def container_id(process: dict[str, Any]) -> str | None:
     return cid.rpartition("://")[2] or None
 
 
+class BinaryTarget(Protocol):
+    """What addBinaryTo asks (the policy engine)."""
+
+    async def add_binary(self, policy: str, binary: str) -> int: ...
+
+
 class Reactor:
     """Applies the rules to each process_exec event of this node."""
 
-    def __init__(self, rules: ReactionsFile | None, scopes: ScopeManager | None) -> None:
+    def __init__(
+        self,
+        rules: ReactionsFile | None,
+        scopes: ScopeManager | None,
+        binaries: BinaryTarget | None = None,
+    ) -> None:
         self.rules = rules
         self.scopes = scopes
+        self.binaries = binaries
         self.counters: collections.Counter[str] = collections.Counter()
-        # ms from the triggering exec (kernel time) to the block in the map
+        # ms from the triggering exec (kernel time) to the block in the maps
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES_KEPT)
+        self.binary_latencies_ms: collections.deque[float] = collections.deque(
+            maxlen=_LATENCIES_KEPT
+        )
 
     async def handle(self, data: bytes) -> None:
         try:
@@ -178,7 +208,7 @@ class Reactor:
             self.counters["malformed_events"] += 1
             return
         body = event.get("process_exec") if isinstance(event, dict) else None
-        if not isinstance(body, dict) or self.rules is None or self.scopes is None:
+        if not isinstance(body, dict) or self.rules is None:
             return
         process, parent = body.get("process"), body.get("parent") or {}
         if not isinstance(process, dict) or not isinstance(parent, dict):
@@ -189,43 +219,85 @@ class Reactor:
                 await self._react(reaction, process)
 
     async def _react(self, reaction: Reaction, process: dict[str, Any]) -> None:
-        if self.scopes is None:
-            return
         self.counters["matched"] += 1
+        if reaction.add_container_to is not None:
+            await self._add_container(reaction, reaction.add_container_to, process)
+        if reaction.add_binary_to is not None:
+            await self._add_binary(reaction, reaction.add_binary_to, process)
+
+    async def _add_container(
+        self, reaction: Reaction, policy: str, process: dict[str, Any]
+    ) -> None:
         cid = container_id(process)
         if cid is None:
-            self.counters["matched_on_host"] += 1  # only containers are added
+            self.counters["matched_on_host"] += 1  # no container to add
             return
-        written = await self.scopes.add_container(reaction.add_container_to, cid)
+        written = await self.scopes.add_container(policy, cid) if self.scopes else None
         if written is None:
             self.counters["target_not_reactive"] += 1
             log.warning(
-                "reaction has no reactive policy to widen",
-                reaction=reaction.name,
-                policy=reaction.add_container_to,
+                "reaction has no reactive policy to widen", reaction=reaction.name, policy=policy
             )
             return
         self.counters["applied"] += 1
-        ktime = exec_ktime(process.get("exec_id"))
-        latency = round((written - ktime) / 1e6, 3) if ktime else None
-        if latency is not None:
-            self.latencies_ms.append(latency)
+        latency = self._latency(self.latencies_ms, written, process)
         log.info(
             "reaction applied",
             reaction=reaction.name,
-            policy=reaction.add_container_to,
+            policy=policy,
             container=cid[:12],
             binary=process.get("binary"),
             exec_to_map_ms=latency,
         )
 
+    async def _add_binary(self, reaction: Reaction, policy: str, process: dict[str, Any]) -> None:
+        binary = _str(process.get("binary"))
+        if binary is None or self.binaries is None:
+            self.counters["reaction_without_binary"] += 1  # nothing to add, or no engine
+            return
+        try:
+            written = await self.binaries.add_binary(policy, binary)
+        except ReactionRefused as e:
+            self.counters[e.counter] += 1
+            log.warning(
+                "reaction could not add the binary",
+                reaction=reaction.name,
+                policy=policy,
+                binary=binary,
+                reason=str(e),
+            )
+            return
+        self.counters["binaries_applied"] += 1
+        latency = self._latency(self.binary_latencies_ms, written, process)
+        log.info(
+            "reaction applied",
+            reaction=reaction.name,
+            policy=policy,
+            added_binary=binary,
+            exec_to_map_ms=latency,
+        )
+
+    @staticmethod
+    def _latency(
+        kept: collections.deque[float], written: int, process: dict[str, Any]
+    ) -> float | None:
+        ktime = exec_ktime(process.get("exec_id"))
+        latency = round((written - ktime) / 1e6, 3) if ktime else None
+        if latency is not None:
+            kept.append(latency)
+        return latency
+
     def status(self) -> dict[str, Any]:
-        lat = list(self.latencies_ms)
+        lat, bin_lat = list(self.latencies_ms), list(self.binary_latencies_ms)
         return {
             "rules": len(self.rules.spec.reactions) if self.rules else 0,
             **self.counters,
             "exec_to_map_ms_median": round(statistics.median(lat), 3) if lat else None,
             "exec_to_map_ms_max": max(lat) if lat else None,
+            "binary_exec_to_map_ms_median": (
+                round(statistics.median(bin_lat), 3) if bin_lat else None
+            ),
+            "binary_exec_to_map_ms_max": max(bin_lat) if bin_lat else None,
         }
 
 

@@ -77,6 +77,7 @@ async def run(
             signatures=_signatures(nc, settings),
             scopes=scopes,
         )
+        reactor.binaries = engine  # addBinaryTo
         adopted = await engine.adopt()
         subs = []
         if scopes is not None:
@@ -106,7 +107,7 @@ async def run(
             await nc.subscribe(subjects.control("enforcer", settings.node_name, verb), cb=handler)
             for verb, handler in _handlers(nc, settings, engine).items()
         ]
-        if settings.reactions_file is not None and scopes is not None:
+        if settings.reactions_file is not None:  # addBinaryTo works without scopes
             subs.append(await _follow_execs(nc, settings, reactor))
             watch = _watch_reactions(ReactionsFileWatch(reactor, settings.reactions_file), settings)
             tasks.append(asyncio.create_task(watch, name="reactions-file"))

@@ -1,16 +1,22 @@
 """Reactive enforcement, end to end: a shell started by a shell in a container
 (a process_exec the enricher publishes) makes the enforcer add that
 container to a reactive policy's scope, and the next forbidden open there is
-killed in the kernel; other containers and the host are untouched. The test
-prints the latencies: triggering exec → block in the map (the enforcer's
-measure, kernel clock), and → first kill (event times). What reactions added
-outlives a SIGKILLed enforcer: the next one finds it in the pinned map."""
+killed in the kernel; other containers and the host are untouched. A tool
+started by a "web server" makes the enforcer add that tool's binary to a
+policy's kill set (addBinaryTo): from then on that binary is killed when it
+opens the secret, another one is not. The tests print the latencies:
+triggering exec → block in the maps (the enforcer's measure, kernel clock),
+and → first kill (event times). What reactions added outlives a SIGKILLed
+enforcer: the next one finds it in the pinned maps."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,6 +45,7 @@ from tests.enforcer.test_scoping import (
     SIGKILLED,
     Containers,
     apply,
+    delete,
     host_cat,
     scoped_policy,
 )
@@ -55,9 +62,73 @@ spec:
       binary: {operator: Postfix, values: [/busybox]}
       parentBinary: {operator: Postfix, values: [/sh]}
     addContainerTo: block-compromised
-"""
+  - name: tool-under-web-server
+    match:
+      binary: {operator: Postfix, values: [/ocellus-tool-RUN_ID]}
+      parentBinary: {operator: Postfix, values: [/ocellus-websrv-RUN_ID]}
+    addBinaryTo: kill-reacted-binaries
+""".replace("RUN_ID", RUN_ID)
 REACTIVE_META = "  annotations: {ocellus.io/scope: reactive}\n"
 TRIGGER_CMD = "/bin/busybox sh -c 'echo triggered'; true"  # sh forks busybox's sh
+BINARIES_META = "  annotations: {ocellus.io/binaries: reactive}\n"
+PLACEHOLDER = "/nonexistent/ocellus-reacted-placeholder"  # In needs a value: matches nothing
+
+
+def binaries_policy(
+    meta: str = BINARIES_META, binaries: str = f"In, values: [{PLACEHOLDER}]"
+) -> str:
+    """Kill a process of the policy's binaries that opens the secret."""
+    return f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: kill-reacted-binaries
+{meta}spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - {{index: 1, type: string}}
+    selectors:
+    - matchBinaries:
+      - {{operator: {binaries}}}
+      matchArgs:
+      - {{index: 1, operator: Equal, values: ["{SECRET}"]}}
+      matchActions:
+      - {{action: Sigkill}}
+"""
+
+
+class Tools:
+    """Copies of cat (the tool the reaction adds, and another one) and of
+    dash (the "web server" that starts the tool), at paths of this run."""
+
+    def __init__(self, where: Path) -> None:
+        self.tool = where / f"ocellus-tool-{RUN_ID}"
+        self.other = where / f"ocellus-other-{RUN_ID}"
+        self.websrv = where / f"ocellus-websrv-{RUN_ID}"
+        cat, dash = shutil.which("cat"), shutil.which("dash")
+        assert cat and dash
+        for copy, original in ((self.tool, cat), (self.other, cat), (self.websrv, dash)):
+            shutil.copy(original, copy)
+
+    @staticmethod
+    def status(*argv: str | Path) -> int:
+        """A shell's exit status for ``argv`` (128 + signal when killed)."""
+        done = subprocess.run([str(a) for a in argv], capture_output=True, timeout=30)
+        return done.returncode if done.returncode >= 0 else 128 - done.returncode
+
+    def read(self, binary: Path) -> int:
+        """``binary SECRET`` (by its path, as the reaction saw it): its exit status."""
+        return self.status(binary, SECRET)
+
+    def trigger(self) -> None:
+        """The "web server" runs the tool (forked: "; true"), which matches the rule."""
+        assert self.status(self.websrv, "-c", f"{self.tool} /dev/null; true") == 0
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> Tools:
+    return Tools(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -335,9 +406,14 @@ async def test_reacted_container_stays_blocked_across_a_sigkilled_enforcer(
             id="too-many-values",
         ),
         pytest.param(
-            REACTIONS.replace("addContainerTo", "addContainer"),
-            "spec.reactions[0].addContainerTo",
+            REACTIONS.replace("    addContainerTo: block-compromised\n", ""),
+            "spec.reactions[0]: Value error, give addContainerTo, addBinaryTo or both",
             id="missing-target",
+        ),
+        pytest.param(
+            REACTIONS.replace("addBinaryTo: kill-reacted-binaries", "addBinaryTo: ''"),
+            "spec.reactions[1].addBinaryTo: String should have at least 1 character",
+            id="empty-binary-target",
         ),
     ],
 )
@@ -347,3 +423,167 @@ def test_reactions_file_errors_name_the_yaml_path(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(ReactionsError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_reactions(path)
+
+
+async def test_reaction_adds_the_tool_binary_to_the_kill_set(
+    enforcer: ServiceProcess,
+    module_nats_url: str,
+    policy_dir: Path,
+    tools: Tools,
+    events: list[dict[str, Any]],
+) -> None:
+    """Before the trigger the tool reads the secret; after a "web server" ran
+    it, the tool's binary is in the policy's matchBinaries In set: the same
+    read by that binary is killed, by another copy of cat it is not, and the
+    policy lists the binary as reacted."""
+    run, url, name = asyncio.to_thread, module_nats_url, "kill-reacted-binaries"
+    row = await run(apply, policy_dir, url, name, binaries_policy())
+    assert row["binaries"] == {"reacted": []}
+    assert await run(tools.read, tools.tool) == 0  # not started by the web server: no reaction
+    assert await run(tools.read, tools.other) == 0
+
+    await run(tools.trigger)
+    started = time.monotonic()
+    while (code := await run(tools.read, tools.tool)) != SIGKILLED:
+        assert code == 0, code
+        assert time.monotonic() - started < 5.0, "the reaction did not block within 5 s"
+    assert await run(tools.read, tools.other) == 0
+    assert await run(host_cat) == 0
+
+    trigger = next(
+        e
+        for e in events
+        if "process_exec" in e
+        and e["process_exec"]["process"]["binary"] == str(tools.tool)
+        and e["process_exec"]["parent"]["binary"] == str(tools.websrv)
+    )
+    deadline = time.monotonic() + 10
+    while not (
+        kills := [
+            e
+            for e in events
+            if "process_kprobe" in e
+            and e["process_kprobe"].get("action") == "KPROBE_ACTION_SIGKILL"
+            and e["process_kprobe"]["process"]["binary"] == str(tools.tool)
+        ]
+    ):
+        assert time.monotonic() < deadline, "no event of the kill"
+        await asyncio.sleep(0.05)
+    assert kills[0]["process_kprobe"]["policy_name"] == name
+    to_kill_ms = (parse_timestamp(kills[0]["time"]) - parse_timestamp(trigger["time"])) / 1e6
+    applied = [
+        json.loads(line)
+        for line in enforcer.log().splitlines()
+        if '"reaction applied"' in line and '"added_binary"' in line
+    ]
+    assert [a["added_binary"] for a in applied] == [str(tools.tool)]
+    print(
+        f"\ntriggering exec -> binary in the kill set: {applied[0]['exec_to_map_ms']} ms; "
+        f"-> first kill (next run of the tool): {to_kill_ms:.1f} ms"
+    )
+    rows = await run(policies, url)
+    assert rows[name]["binaries"] == {"reacted": [str(tools.tool)]}
+    assert rows[name]["hooks"][0]["id"] == row["hooks"][0]["id"]  # type: ignore[index]
+
+
+async def test_binary_reaction_needs_a_policy_that_opts_in(
+    enforcer: ServiceProcess, module_nats_url: str, policy_dir: Path, tools: Tools
+) -> None:
+    """ocellus.io/binaries must be `reactive` and the policy must have a
+    matchBinaries In set, or it is refused naming the annotation; a reaction
+    on a policy without the annotation adds nothing and is counted."""
+    run, url, name = asyncio.to_thread, module_nats_url, "kill-reacted-binaries"
+    annotation = r"metadata\.annotations\.ocellus\.io/binaries"
+    for text, why in (
+        (binaries_policy("  annotations: {ocellus.io/binaries: yes-please}\n"), "must be"),
+        (binaries_policy(binaries=f"NotIn, values: [{PLACEHOLDER}]"), "operator In"),
+    ):
+        (policy_dir / f"{name}.yaml").write_text(text)
+
+        def refused(why: str = why) -> str | None:
+            row = policies(url).get(name)
+            error = row.get("error") if row and row["state"] == "error" else None
+            return error if error and why in error else None
+
+        error = await run(wait_until, refused, f"the refusal ({why})", 20)
+        assert re.search(f"{annotation}: .*{why}", error), error
+    await run(delete, policy_dir, url, name)  # the refused text's row goes with it
+
+    await run(apply, policy_dir, url, name, binaries_policy(meta=""))
+    async with collected(url, subjects.status("enforcer", NODE)) as beats:
+        await run(tools.trigger)
+
+        def counted() -> bool:
+            return any(
+                b.get("reactions", {}).get("reaction_without_binaries", 0) >= 1 for b in beats
+            )
+
+        await run(wait_until, counted, "reaction_without_binaries counted", 20)
+    assert await run(tools.read, tools.tool) == 0
+    assert "binaries" not in (await run(policies, url))[name]
+
+
+async def test_reacted_binary_stays_killed_across_a_sigkilled_enforcer(
+    sensor: ServiceProcess,
+    module_nats_url: str,
+    policy_dir: Path,
+    docker_daemon: DockerDaemon,
+    enforcer_env: dict[str, str],
+    tools: Tools,
+    tmp_path: Path,
+) -> None:
+    """A binary a reaction added stays in the policy's kill set when the
+    enforcer is SIGKILLed and started again: every read by it is killed,
+    during the restart and after, the new enforcer lists it as reacted, and a
+    change of the policy keeps it; another binary is never killed."""
+    run, url, name = asyncio.to_thread, module_nats_url, "kill-reacted-binaries"
+    socket = str(docker_daemon.socket)
+    enricher = await run(
+        start_enricher, url, tmp_path / "enricher.log", OCELLUS_ENRICHER_DOCKER_SOCKET=socket
+    )
+    enforcer = await run(_start_enforcer, url, policy_dir, tmp_path / "first.log", **enforcer_env)
+    codes: list[int] = []  # of the tool's reads while the enforcer is killed and replaced
+    probing, prober = True, None
+    try:
+        await run(apply, policy_dir, url, name, binaries_policy())
+        assert await run(tools.read, tools.tool) == 0
+        await run(tools.trigger)
+        await run(wait_until, lambda: tools.read(tools.tool) == SIGKILLED, "the reaction", 20)
+
+        async def probe() -> None:
+            while probing:
+                codes.append(await run(tools.read, tools.tool))
+                await asyncio.sleep(0.1)
+
+        prober = asyncio.create_task(probe())
+        enforcer.proc.kill()  # SIGKILL: nothing saved on the way out
+        enforcer.proc.wait()
+        enforcer.stop()
+        enforcer = await run(
+            _start_enforcer, url, policy_dir, tmp_path / "second.log", **enforcer_env
+        )
+        row = (await run(policies, url))[name]
+        assert row["binaries"] == {"reacted": [str(tools.tool)]}
+        assert await run(tools.read, tools.tool) == SIGKILLED
+        # A change of the policy (its static values too) carries the reaction over.
+        text = binaries_policy(binaries=f"In, values: [{PLACEHOLDER}, {PLACEHOLDER}-2]")
+        (policy_dir / f"{name}.yaml").write_text(text)
+        await run(
+            wait_until,
+            lambda: policies(url)[name]["revision"] != row["revision"],
+            "the changed policy",
+            20,
+        )
+        probing = False
+        await prober
+        assert codes and set(codes) == {SIGKILLED}, codes
+        assert await run(tools.read, tools.tool) == SIGKILLED
+        assert await run(tools.read, tools.other) == 0
+        assert (await run(policies, url))[name]["binaries"] == {"reacted": [str(tools.tool)]}
+    finally:
+        probing = False
+        if prober is not None:
+            await prober
+        stopped = await run(_stop_enforcer, enforcer, policy_dir, url)
+        assert await run(enricher.stop) == 0, enricher.log()
+    assert stopped == 0, enforcer.log()
