@@ -14,9 +14,10 @@ class Settings(PolicyMapsSettings):
     model_config = SettingsConfigDict(env_prefix="OCELLUS_SENSOR_")
     section: ClassVar[str] = "sensor"
 
-    # 16 MiB: at 100k events/s a shared core's scheduling stalls outlast a
-    # 2 MiB ring (benchmarks/open_storm.py), and the ring is the only buffer
-    # while the sensor is not running.
+    # 16 MiB: about a second of events at 100k/s (benchmarks/open_storm.py
+    # delivers that rate with no loss from a 2 MiB ring on a quiet machine):
+    # room for a shared core's scheduling stalls, and the ring is the only
+    # buffer while the sensor is not running.
     ringbuf_pages: int = Field(4096, description="ring buffer size in 4 KiB pages (power of two)")
     drain_interval_ms: int = Field(50, ge=1, le=1000, description="ring buffer drain period")
     wakeup_bytes: int = Field(
