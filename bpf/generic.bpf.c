@@ -5,8 +5,9 @@
  * tracepoint; changing a selector rewrites map entries: nothing is ever
  * compiled or loaded again, and the program id stays the same.
  *
- * Per event: the tracepoint (its attach cookie) picks, through hook_slots,
- * the slots that have a config, up to OCELLUS_HOOK_SLOTS; each reads its args out of the tracepoint record at the offsets
+ * Per event: the tracepoint (its attach cookie) picks, through
+ * hook_slots, the slots that have a config (up to OCELLUS_HOOK_SLOTS);
+ * each reads its args out of the tracepoint record at the offsets
  * tracefs gave, ANDs its filters, and the first matching slot of a hook
  * decides (selectors are ORed, first match wins, as in Tetragon). Slots of
  * other hooks on the same tracepoint are evaluated independently.
@@ -470,10 +471,14 @@ static __always_inline int generic_tp(void *ctx)
 		struct ocellus_hook_config *c = hook_config_get(&key);
 		if (!c)
 			continue;
-		/* Process filters proc_stage did not evaluate (hook_slots behind
-		 * the config for a moment): not a match rather than unfiltered. */
+		/* Process filters proc_stage did not evaluate: hook_slots behind
+		 * the config for a moment, or the slot rewritten since proc_stage
+		 * read it (another hook, or a new generation). Not a match rather
+		 * than run unfiltered. */
 		__u32 id = c->hook_id;
-		if (!(proc & (1u << slot)) && proc_filtered(&c->proc)) {
+		if ((proc & (1u << slot))
+		    ? (s->slot_hook[slot] != id || s->slot_gen[slot] != c->gen)
+		    : proc_filtered(&c->proc)) {
 			seen[slot] = id;
 			continue;
 		}

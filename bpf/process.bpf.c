@@ -396,6 +396,7 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 #endif
 BPF_TABLE_PINNED("hash", struct ocellus_hook_key, struct ocellus_hook_config, hook_config,
 		 OCELLUS_HOOK_CONFIGS_MAX, OCELLUS_PIN_DIR "/hook_config");
+_Static_assert(OCELLUS_HOOK_TPS_MAX == OCELLUS_TP_IDS, "hook_slots holds every tracepoint id");
 BPF_TABLE_PINNED("array", __u32, struct ocellus_tp_slots, hook_slots,
 		 OCELLUS_HOOK_TPS_MAX, OCELLUS_PIN_DIR "/hook_slots");
 BPF_TABLE_PINNED("lpm_trie", struct ocellus_str_key, __u8, str_match,

@@ -74,9 +74,12 @@ struct hook_scratch {
 	__u32 arg_len[HOOK_ARG_MASK + 1];   /* its bytes (a string's without the NUL) */
 	__u32 arg_flags[HOOK_ARG_MASK + 1]; /* its OCELLUS_AF_* */
 	__u32 loaded;                       /* bit per arg[i] read during this event */
-	/* Each slot's hook_id as proc_stage found it, 0: no config; the slot
-	 * loop looks a config up again only for a slot that runs. */
+	/* The config whose process filters proc_stage evaluated, per slot it
+	 * looked up (hook_id 0: none, or a slot without process filters): the
+	 * slot loop looks the config up again and runs it only if it is still
+	 * that one (the enforcer may have rewritten the slot in between). */
 	__u32 slot_hook[OCELLUS_HOOK_SLOTS];
+	__u8  slot_gen[OCELLUS_HOOK_SLOTS];
 	/* Bytes of items written. In map memory, not a register: the verifier
 	 * knows nothing of it, so the paths through each arg's read kind merge
 	 * (in a register, every kind's length would be a state of its own:

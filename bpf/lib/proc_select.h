@@ -349,6 +349,7 @@ static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id, __u3
 		if (!c)
 			continue;
 		s->slot_hook[slot] = c->hook_id;  /* for generic_tp's slot loop */
+		s->slot_gen[slot] = c->gen;
 		/* The policy's scope: one lookup of the current cgroup in its set. */
 		if ((c->proc.scope_flags & OCELLUS_PF_ON) &&
 		    !scope_has(c->proc.scope) == !(c->proc.scope_flags & OCELLUS_PF_NOT))

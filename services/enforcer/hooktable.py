@@ -148,8 +148,7 @@ class HookTable:
         self._write(hook_id, hook, usable[: len(slots)], slots, gen=old_gen ^ 1)
         for slot in old_slots:
             if slot not in hook.slots:
-                self._config.delete(HookKey(hook.tp_id, slot))
-        self._publish_slots(hook.tp_id)
+                self._config.delete(HookKey(hook.tp_id, slot))  # unpublished by _write
         self._delete_exit(old_exit[0], old_exit[1], keep=(hook.exit_tp_id, hook.exit_slots))
         self._bins.retain(hook_id, {c.binary.set_key for c in slots if c.binary})
         if hook.known_strings:
@@ -274,8 +273,19 @@ class HookTable:
         # A slot that gains process filters is marked before its config says
         # so (the program skips a slot whose filters the mark does not show).
         self._publish_slots(hook.tp_id, more_proc=proc)
-        for slot, value in zip(slots, values, strict=True):
+        # Slots the hook did not hold yet first, and published, then the
+        # ones it held: selectors [A] -> [B, A] puts A in slot 1 before B
+        # takes slot 0, so A is never unenforced in between.
+        old = set(hook.slots)
+        fresh = [(slot, v) for slot, v in zip(slots, values, strict=True) if slot not in old]
+        for slot, value in fresh:
             self._update(self._config, HookKey(hook.tp_id, slot), value)
+        if fresh and old:
+            hook.slots = sorted(old | {slot for slot, _ in fresh})
+            self._publish_slots(hook.tp_id, more_proc=proc)
+        for slot, value in zip(slots, values, strict=True):
+            if slot in old:
+                self._update(self._config, HookKey(hook.tp_id, slot), value)
         hook.slots, hook.configs, hook.gen = list(slots), list(configs), gen
         hook.proc_slots = proc
         self._publish_slots(hook.tp_id)  # the new slots, once their configs are there
