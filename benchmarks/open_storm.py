@@ -45,6 +45,7 @@ from benchmarks.open_driver import OpenStorm, compile_open_driver, launch, open_
 from benchmarks.procs import REPO, Consumer, Tracer, cpu_seconds
 from benchmarks.reference_filter import ReferenceFilter
 from services.common.natsserver import EmbeddedNats, die_with_parent
+from services.sensor.settings import Settings as SensorSettings
 
 SETTLE = 1.0  # seconds of quiet before each storm
 NOMATCH, MATCH = "bench-open-nomatch", "bench-open-all"
@@ -543,7 +544,8 @@ def small_ring(pages: int) -> tuple[tuple[str, str], ...]:
     """The sensor wants wakeup_bytes at most a quarter of its ring: a smaller ring
     than the default gets a smaller wakeup threshold."""
     quarter = pages * 4096 // 4
-    return (("wakeup_bytes", str(quarter)),) if quarter < 128 * 1024 else ()
+    default = SensorSettings.model_fields["wakeup_bytes"].default
+    return (("wakeup_bytes", str(quarter)),) if quarter < default else ()
 
 
 def parse_rates(text: str) -> list[float]:
@@ -569,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         "--ring-pages",
         type=int,
         default=512,
-        help="also the first rate with this ring buffer (4 KiB pages; the default is 4096); 0: not",
+        help="also the first rate with this ring buffer (4 KiB pages; the sensor's default: "
+        f"{SensorSettings.model_fields['ringbuf_pages'].default}); 0: not",
     )
     ap.add_argument("--only", choices=("A", "B"), help="run one target only")
     ap.add_argument("--budget", type=float, default=15.0, help="target A: max overhead in %%")

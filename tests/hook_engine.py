@@ -119,19 +119,25 @@ def fresh_pin_dir() -> Path:
     return BPFFS / f"ocellus-test-{uuid.uuid4().hex[:12]}" / "maps"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
+def loaded_engine(pages: int = PAGES) -> Iterator[Engine]:
+    """The sensor's object loaded with a ring of ``pages`` and pins of its own,
+    for a fixture to yield."""
     require_root()
     ensure_mounted("tracefs", TRACEFS)
     pin_dir = fresh_pin_dir()
     probes = ProcessProbes(
-        ringbuf_pages=PAGES, args_max=4096, procs_max=4096, wakeup_bytes=4096, pin_dir=pin_dir
+        ringbuf_pages=pages, args_max=4096, procs_max=4096, wakeup_bytes=4096, pin_dir=pin_dir
     )
     probes.load()
     eng = Engine(probes)
     yield eng
     eng.close()
     shutil.rmtree(pin_dir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    yield from loaded_engine()
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[bytes]:

@@ -23,7 +23,9 @@ class ImportedOnUse(types.ModuleType):
     imports the real module (an ordinary import, cached as usual)."""
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self.__name__), attr)
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(vars(real))  # later lookups find it here, not in this hook
+        return getattr(real, attr)
 
 
 def import_nats() -> None:

@@ -11,6 +11,7 @@ import mmap
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,18 @@ from benchmarks.open_driver import compile_open_driver
 from services.enforcer.compile import compile_selectors
 from services.enforcer.plan import plan_hooks
 from services.sensor.reader import RingBuffer
-from tests.hook_engine import NO_KPROBES, PAGES, Engine, engine, policy
+from tests.hook_engine import NO_KPROBES, Engine, loaded_engine, policy
 
-__all__ = ["engine"]  # the fixture, used by name
+RING_PAGES = 4096  # 16 MiB, the sensor's default: ~1 s of these records at RATE
+OPENS = 300_000  # the ring wraps twice: the position the bug showed is past a lap
+RATE = 100_000  # opens/s: a drain every few records, so only the bug can fill it
 
-OPENS = 300_000  # the 1 MiB ring wraps ~50 times
-RATE = 100_000  # opens/s: a drain every few records, far from filling the ring
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    """A ring that a reader thread descheduled for a while on a busy machine
+    does not really fill."""
+    yield from loaded_engine(RING_PAGES)
 
 
 @pytest.mark.bpf
@@ -40,7 +47,7 @@ def test_draining_drops_nothing_the_ring_had_room_for(engine: Engine, tmp_path: 
     hook_id = engine.table.attach(planned, compile_selectors("p", planned, p.spec.tracepoints[0]))
     # A reader of its own on the same ring, draining as fast as it can: every
     # take that finds records stores the consumer position.
-    ring = RingBuffer(engine.probes.ringbuf_fd, PAGES * mmap.PAGESIZE)
+    ring = RingBuffer(engine.probes.ringbuf_fd, RING_PAGES * mmap.PAGESIZE)
     stop = threading.Event()
     drained = [0, 0]  # records, takes that stored a position
 
