@@ -15,6 +15,7 @@ from schemas.policy.hooks import AnyHook
 from services.enforcer.compile import compile_selectors
 from services.enforcer.connect_rules import ConnectRuleSpec, compile_connect_rules, connect_note
 from services.enforcer.plan import FormatReader, PlannedHook, plan_hooks
+from services.enforcer.reacted_binaries import opted_in
 from services.enforcer.revision import revision_of
 from services.enforcer.scope_spec import ScopeSpec, scope_of
 from services.enforcer.syscalls import syscall_lists
@@ -71,6 +72,8 @@ class CompiledPolicy:
     notes: tuple[str, ...]  # what the user should know about its semantics here
     mode: Mode = "enforce"
     scope: ScopeSpec | None = None  # where it applies (scope_spec.py); None: everywhere
+    # ocellus.io/binaries: reactive: reactions add to its In sets (reacted_binaries.py)
+    reactive_binaries: bool = False
 
     @property
     def enforces(self) -> bool:
@@ -130,6 +133,7 @@ def compile_policy(
             slots, monitored = _monitored(slots, connect)
             info = info.model_copy(update={"mode": "monitor", "monitored": monitored})
         compiled.append(CompiledHook(planned, tuple(slots), info, connect))
+    reactive_binaries = opted_in(name, policy.metadata.annotations, compiled)
     notes = []
     would = [w for h in compiled for w in h.info.monitored.values()]
     if effective == "monitor" and any(w.startswith("SIG") for w in would):
@@ -146,7 +150,9 @@ def compile_policy(
             "scoped: applies from the moment the enforcer sees a container's cgroup "
             "(cgroup_mkdir); its first instructions may run before that"
         )
-    return CompiledPolicy(name, revision_of(text), tuple(compiled), tuple(notes), effective, scope)
+    return CompiledPolicy(
+        name, revision_of(text), tuple(compiled), tuple(notes), effective, scope, reactive_binaries
+    )
 
 
 def _monitored(

@@ -27,7 +27,7 @@ from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy
 from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
-from services.enforcer.reacted_binaries import ReactedBinaries, ReactionRefused, opted_in, widened
+from services.enforcer.reacted_binaries import ReactedBinaries, ReactionRefused, widened
 from services.enforcer.registry import Registry
 from services.enforcer.revision import revision_of
 from services.enforcer.scopes import ScopeError, ScopeManager
@@ -106,7 +106,8 @@ class PolicyEngine:
         """Take over what an earlier enforcer left in the maps (still enforcing);
         the hooks policies claim again stay in place, the rest go at finish_adoption()."""
         known = await self._registry.load()
-        for hook_id in self._table.adopt_existing():
+        found = self._table.adopt_existing()  # the one read of hook_config
+        for hook_id in found:
             info = known.get(hook_id)
             if info is None:  # nothing says what it is: it cannot be claimed
                 self._table.detach(hook_id)
@@ -114,9 +115,10 @@ class PolicyEngine:
                 self._adopted[hook_id] = info
         self._registry.add(self._adopted.items())
         policies = {i: info.policy for i, info in self._adopted.items()}
+        slots = [cfg for hook_id in self._adopted for cfg in found[hook_id]]
         if self.scopes is not None:  # the reactions in their sets, before any is rewritten
-            self.scopes.adopt(policies)
-        self.binaries.adopt(self._table.scope_map.path.parent, policies)
+            self.scopes.adopt(slots, policies)
+        self.binaries.adopt(slots, policies, self._table.bin_match)
         return len(self._adopted)
 
     async def finish_adoption(self) -> None:
@@ -149,7 +151,6 @@ class PolicyEngine:
         compiled = compile_policy(text, self._caps, self._formats, source=source, mode=mode)
         if name is None and compiled.name in self._modes:
             return self.check(text, source, compiled.name)
-        opted_in(text, source, compiled)  # a bad ocellus.io/binaries is refused here
         return compiled
 
     async def set_mode(self, name: str, mode: Mode | None) -> PolicyStatus | None:
@@ -201,7 +202,7 @@ class PolicyEngine:
                 and current.compiled.mode == compiled.mode
             ):
                 return self._status[compiled.name]
-            carried = self.binaries.carried(compiled, opted_in(text, source, compiled))
+            carried = self.binaries.carried(compiled)
             compiled = widened(compiled, carried or ())
             try:
                 compiled = await self._scoped(compiled)
@@ -262,15 +263,18 @@ class PolicyEngine:
             log.info("policy removed", policy=name, source=source)
             return True
 
-    async def add_binary(self, policy: str, binary: str) -> int:
+    async def add_binary(self, policy: str, binary: str) -> int | None:
         """Reaction: ``binary`` joins the matchBinaries In sets of ``policy``
         (ocellus.io/binaries: reactive), a values-only change of the applied
         revision. CLOCK_MONOTONIC ns when the maps have it (the kernel's ktime
-        clock); ReactionRefused, and nothing changed, otherwise."""
+        clock); None if they had it already (nothing written); ReactionRefused,
+        and nothing changed, otherwise."""
         async with self._lock:
             current = self._applied.get(policy)
             reacted = self.binaries.admit(policy, binary)
-            if reacted is not None and current is not None:
+            if reacted is None:
+                return None
+            if current is not None:
                 compiled = widened(current.compiled, (binary,))
                 try:
                     ids = await self._place(compiled, current)

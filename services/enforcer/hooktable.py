@@ -93,6 +93,7 @@ class HookTable:
         self._tp_slots = maps["hook_slots"]
         self.scope_map = maps["scope_cgroups"]  # written by scopes.py
         self._bin_maps = (maps["bin_match"], maps["bin_state"])
+        self.bin_match = maps["bin_match"]  # read by reacted_binaries.py at adoption
         self._bins = BinarySets(*self._bin_maps)  # matchBinaries value sets (global)
         self._ncpus = bpfsys.possible_cpus()
         self._hooks: dict[int, _Hook] = {}
@@ -173,11 +174,15 @@ class HookTable:
         del self._hooks[hook_id]
         self._stats.delete(ct.c_uint32(hook_id))
 
-    def adopt_existing(self) -> dict[int, int]:
+    def adopt_existing(self) -> dict[int, list[HookConfig]]:
         """Take over the hooks an earlier enforcer left in the maps (they kept
-        enforcing meanwhile): {hook id: tracepoint id}. The caller updates the
-        ones it still wants (same id, no gap) and detaches the rest."""
+        enforcing meanwhile): {hook id: the configs of its enter-side slots}.
+        The caller updates the ones it still wants (same id, no gap) and
+        detaches the rest. This is the one read of hook_config at start-up:
+        what the slots say of scopes and binary sets comes from these configs
+        (scope_state.py, reacted_binaries.py)."""
         found: dict[int, _Hook] = {}
+        configs: dict[int, list[HookConfig]] = {}
         bin_owners: dict[int, set[int]] = {}
         for key in self._config.keys(HookKey):
             value = HookConfig()
@@ -188,12 +193,14 @@ class HookTable:
             hook = found.setdefault(
                 value.hook_id, _Hook(key.tp_id, (), gen=value.gen, known_strings=False)
             )
+            enter = configs.setdefault(value.hook_id, [])
             if key.slot & SLOT_RETURN:  # the exit side of a return: true hook
                 hook.exit_tp_id = key.tp_id
                 hook.exit_slots.append(key.slot & ~SLOT_RETURN)
                 continue
             hook.tp_id = key.tp_id
             hook.slots.append(key.slot)
+            enter.append(value)
             if proc_filtered(value):
                 hook.proc_slots.add(key.slot)
         self._hooks.update(found)
@@ -202,7 +209,7 @@ class HookTable:
         self._bins.adopt(bin_owners)
         if found:
             self._next_id = max(self._next_id, max(found) + 1)
-        return {hook_id: hook.tp_id for hook_id, hook in found.items()}
+        return configs
 
     def relayout(self, hook_id: int, planned: PlannedHook) -> bool:
         """An adopted hook takes ``planned``'s args if it is on the same

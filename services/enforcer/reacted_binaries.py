@@ -1,6 +1,7 @@
 """Reacted binaries: paths that reactions add to a policy's kill set.
 
-A policy annotated ``ocellus.io/binaries: reactive`` takes them. Its
+A policy annotated ``ocellus.io/binaries: reactive`` takes them (compile_policy
+checks the annotation once, with opted_in: CompiledPolicy.reactive_binaries). Its
 selectors with ``matchBinaries`` operator ``In`` are the kill set. A
 reaction's ``addBinaryTo`` appends the matched exec's binary to each of their
 values (the static values stay), and the engine applies the policy again. The
@@ -28,15 +29,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from schemas.policy import PolicyError, Problem, load_policy
+from schemas.policy import PolicyError, Problem
 from services.common import bpfsys
 from services.common.errors import OcellusError
 from services.common.logging import get_logger
 from services.enforcer.binsets import read_entries
-from services.enforcer.compiled import CompiledPolicy
-from services.sensor.hook_records import SLOT_RETURN, HookConfig, HookKey, SlotConfig
+from services.sensor.hook_records import HookConfig, SlotConfig
 from services.sensor.proc_records import (
     BIN_KEY_DATA,
     BinaryFilter,
@@ -44,6 +44,9 @@ from services.sensor.proc_records import (
     ProcFlag,
     sets_from_entries,
 )
+
+if TYPE_CHECKING:  # compiled.py imports opted_in from here
+    from services.enforcer.compiled import CompiledHook, CompiledPolicy
 
 log = get_logger("ocellus.enforcer.binaries")
 
@@ -66,20 +69,20 @@ class ReactionRefused(OcellusError):
         self.counter = counter
 
 
-def opted_in(text: str | bytes, source: str, compiled: CompiledPolicy) -> bool:
-    """Whether the policy takes reacted binaries. PolicyError naming the
-    annotation for a value other than ``reactive``, or when no selector has
-    matchBinaries In (a reaction would have no set to add to)."""
-    policy = load_policy(text, source=source)
-    value = policy.metadata.annotations.get(BINARIES_ANNOTATION)
+def opted_in(name: str, annotations: Mapping[str, str], hooks: Iterable[CompiledHook]) -> bool:
+    """Whether the policy ``name`` (its metadata.annotations, its compiled
+    hooks) takes reacted binaries. PolicyError naming the annotation for a
+    value other than ``reactive``, or when no selector has matchBinaries In
+    (a reaction would have no set to add to)."""
+    value = annotations.get(BINARIES_ANNOTATION)
     if value is None:
         return False
     where = f"metadata.annotations.{BINARIES_ANNOTATION}"
     if value != REACTIVE:
-        raise PolicyError(compiled.name, [Problem(where, f"must be {REACTIVE!r}, not {value!r}")])
-    if not any(_kill_set(s.binary) for h in compiled.hooks for s in h.slots):
+        raise PolicyError(name, [Problem(where, f"must be {REACTIVE!r}, not {value!r}")])
+    if not any(_kill_set(s.binary) for h in hooks for s in h.slots):
         why = "no selector has matchBinaries with operator In: reactions have no set to add to"
-        raise PolicyError(compiled.name, [Problem(where, why)])
+        raise PolicyError(name, [Problem(where, why)])
     return True
 
 
@@ -124,29 +127,29 @@ class ReactedBinaries:
         self._earlier: dict[str, set[bytes]] = {}
 
     # -- start-up -------------------------------------------------------------------
-    def adopt(self, pin_dir: Path, hook_policies: Mapping[int, str]) -> None:
+    def adopt(
+        self,
+        slots: Iterable[HookConfig],
+        hook_policies: Mapping[int, str],
+        trie: bpfsys.PinnedMap,
+    ) -> None:
         """Before any policy is placed: the paths of the In sets that the adopted
-        hooks' slots name, by policy (``hook_policies``: policy by hook id)."""
-        config_map = bpfsys.PinnedMap(pin_dir / "hook_config")
-        trie = bpfsys.PinnedMap(pin_dir / "bin_match")
+        hooks' slots name, by policy. ``slots``: the configs of their enter-side
+        slots (the sys_exit_* side names no set), as HookTable.adopt_existing
+        read them; ``hook_policies``: policy by hook id; ``trie``: bin_match,
+        open (the hook table's)."""
+        bits: dict[str, set[int]] = {}
+        for cfg in slots:
+            policy = hook_policies.get(cfg.hook_id)
+            flags = cfg.proc.bin_flags
+            if policy is not None and flags & ProcFlag.ON and not flags & ProcFlag.NOT:
+                bits.setdefault(policy, set()).add(cfg.proc.bin_bit)
         try:
-            bits: dict[str, set[int]] = {}
-            for key in config_map.keys(HookKey):
-                cfg = HookConfig()
-                if key.slot & SLOT_RETURN or not config_map.lookup(key, cfg):
-                    continue  # the sys_exit_* side names no set; or gone meanwhile
-                policy = hook_policies.get(cfg.hook_id)
-                flags = cfg.proc.bin_flags
-                if policy is not None and flags & ProcFlag.ON and not flags & ProcFlag.NOT:
-                    bits.setdefault(policy, set()).add(cfg.proc.bin_bit)
             entries = read_entries(trie)
         except OSError as e:  # without it, the policies' next sets would drop the reactions
             raise ReactedBinariesError(
-                f"reading the binary sets an earlier enforcer left: {e}"
+                f"reading {trie.path.name}, the binary sets an earlier enforcer left: {e}"
             ) from e
-        finally:
-            config_map.close()
-            trie.close()
         sets = sets_from_entries({k: v.own for k, v in entries.items()})
         for policy, policy_bits in bits.items():
             paths = {
@@ -163,11 +166,11 @@ class ReactedBinaries:
         self._earlier.clear()
 
     # -- a policy's revision --------------------------------------------------------
-    def carried(self, compiled: CompiledPolicy, takes: bool) -> set[str] | None:
+    def carried(self, compiled: CompiledPolicy) -> set[str] | None:
         """What a new revision of the policy carries (None: it takes none):
         the reacted binaries it has, or at its first apply after a restart
         those the earlier enforcer's sets held that its static values do not."""
-        if not takes:
+        if not compiled.reactive_binaries:
             return None
         current = self._reacted.get(compiled.name)
         if current is not None:

@@ -92,14 +92,15 @@ class Match(_Model):
         return self.parent_binary is None or self.parent_binary.matches(_str(parent.get("binary")))
 
 
-_PolicyName = Annotated[str, Field(min_length=1, max_length=253)]
+# A policy's, a reaction's or the file's name: at most a Kubernetes object name's length.
+_Name = Annotated[str, Field(min_length=1, max_length=253)]
 
 
 class Reaction(_Model):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: _Name
     match: Match
-    add_container_to: _PolicyName | None = Field(None, alias="addContainerTo")
-    add_binary_to: _PolicyName | None = Field(None, alias="addBinaryTo")
+    add_container_to: _Name | None = Field(None, alias="addContainerTo")
+    add_binary_to: _Name | None = Field(None, alias="addBinaryTo")
 
     @model_validator(mode="after")
     def _adds_something(self) -> Self:
@@ -109,7 +110,7 @@ class Reaction(_Model):
 
 
 class _Metadata(_Model):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: _Name
 
 
 class _Spec(_Model):
@@ -177,9 +178,10 @@ def container_id(process: dict[str, Any]) -> str | None:
 
 
 class BinaryTarget(Protocol):
-    """What addBinaryTo asks (the policy engine)."""
+    """What addBinaryTo asks (the policy engine): CLOCK_MONOTONIC ns when the
+    binary was added, None if the policy had it already."""
 
-    async def add_binary(self, policy: str, binary: str) -> int: ...
+    async def add_binary(self, policy: str, binary: str) -> int | None: ...
 
 
 class Reactor:
@@ -266,6 +268,9 @@ class Reactor:
                 binary=binary,
                 reason=str(e),
             )
+            return
+        if written is None:  # an earlier reaction added it: nothing written, nothing to time
+            self.counters["binary_already_reacted"] += 1
             return
         self.counters["binaries_applied"] += 1
         latency = self._latency(self.binary_latencies_ms, written, process)

@@ -11,18 +11,18 @@ map layout clears both), and every write is one bpf() update, done whole or
 not at all, so a crash at any point leaves nothing half-recorded.
 
 Which policy a set belongs to is read from the slots of the hooks being
-adopted (hook_config .proc.scope), whose policy the hook registry names.
+adopted (hook_config .proc.scope, as HookTable.adopt_existing read them),
+whose policy the hook registry names.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from services.common import bpfsys
-from services.sensor.hook_records import SLOT_RETURN, HookConfig, HookKey, ScopeKey
+from services.sensor.hook_records import HookConfig, ScopeKey
 from services.sensor.proc_records import ProcFlag
 
 # Bits of a scope_cgroups value. Enforcers before these bits wrote 1 for every
@@ -42,10 +42,13 @@ class EarlierSets:
     reacted: dict[str, set[int]] = field(default_factory=dict)
 
 
-def read_earlier(scope_map: bpfsys.PinnedMap, hook_policies: Mapping[int, str]) -> EarlierSets:
-    """The scope sets in ``scope_map`` and whose they are; ``hook_policies``:
-    the adopted hooks' policies by hook id. Raises OSError (bpf())."""
-    owners = _scope_owners(scope_map.path.parent / "hook_config", hook_policies)
+def read_earlier(
+    scope_map: bpfsys.PinnedMap, slots: Iterable[HookConfig], hook_policies: Mapping[int, str]
+) -> EarlierSets:
+    """The scope sets in ``scope_map`` and whose they are; ``slots``: the
+    configs of the adopted hooks' enter-side slots, ``hook_policies``: their
+    policies by hook id. Raises OSError (bpf())."""
+    owners = _scope_owners(slots, hook_policies)
     earlier = EarlierSets()
     value = ct.c_uint8()
     for key in scope_map.keys(ScopeKey):
@@ -58,22 +61,13 @@ def read_earlier(scope_map: bpfsys.PinnedMap, hook_policies: Mapping[int, str]) 
     return earlier
 
 
-def _scope_owners(hook_config: Path, hook_policies: Mapping[int, str]) -> dict[int, str]:
-    """scope id → policy, from the enter-side slots of the adopted hooks. A
-    policy crashed mid-change may name two ids (some hooks switched, some not):
-    both are its."""
-    config_map = bpfsys.PinnedMap(hook_config)
+def _scope_owners(slots: Iterable[HookConfig], hook_policies: Mapping[int, str]) -> dict[int, str]:
+    """scope id → policy, from the enter-side slots of the adopted hooks (the
+    sys_exit_* side carries no scope). A policy crashed mid-change may name two
+    ids (some hooks switched, some not): both are its."""
     owners: dict[int, str] = {}
-    try:
-        for key in config_map.keys(HookKey):
-            if key.slot & SLOT_RETURN:
-                continue  # the sys_exit_* side carries no scope
-            cfg = HookConfig()
-            if not config_map.lookup(key, cfg):
-                continue
-            policy = hook_policies.get(cfg.hook_id)
-            if policy is not None and cfg.proc.scope_flags & ProcFlag.ON:
-                owners[cfg.proc.scope] = policy
-    finally:
-        config_map.close()
+    for cfg in slots:
+        policy = hook_policies.get(cfg.hook_id)
+        if policy is not None and cfg.proc.scope_flags & ProcFlag.ON:
+            owners[cfg.proc.scope] = policy
     return owners

@@ -26,7 +26,7 @@ import asyncio
 import collections
 import ctypes as ct
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.common import bpfsys
@@ -36,7 +36,7 @@ from services.common.errors import OcellusError
 from services.common.logging import get_logger
 from services.enforcer.scope_spec import ScopeSpec
 from services.enforcer.scope_state import REACTED, SELECTED, EarlierSets, read_earlier
-from services.sensor.hook_records import POLICY_MAPS, ScopeKey
+from services.sensor.hook_records import POLICY_MAPS, HookConfig, ScopeKey
 from services.sensor.proc_records import SCOPE_IDS, ScopeFilter
 
 log = get_logger("ocellus.enforcer.scopes")
@@ -85,12 +85,14 @@ class ScopeManager:
         self.counters: collections.Counter[str] = collections.Counter()
 
     # -- start-up -------------------------------------------------------------------
-    def adopt(self, hook_policies: Mapping[int, str]) -> None:
+    def adopt(self, slots: Iterable[HookConfig], hook_policies: Mapping[int, str]) -> None:
         """Before any policy is placed: the sets an earlier enforcer left, and
         the containers still here that its reactions added to each adopted
-        policy (``hook_policies``: policy by adopted hook id)."""
+        policy (``slots``: the adopted hooks' enter-side slot configs, as
+        HookTable.adopt_existing read them; ``hook_policies``: policy by
+        adopted hook id)."""
         try:
-            self._earlier = read_earlier(self._map, hook_policies)
+            self._earlier = read_earlier(self._map, slots, hook_policies)
         except OSError as e:  # without it, the next sets would drop the reactions
             raise ScopeError(f"reading the scope sets an earlier enforcer left: {e}") from e
         cgroups = self._container_cgroups()

@@ -450,10 +450,12 @@ async def test_scoped_monitor_mode_reports_in_its_scope_only(
     apply: Any,
     listeners: dict[str, socket.socket],
     boxes: Boxes,
+    module_nats_url: str,
     events: list[dict[str, Any]],  # noqa: F811 - the fixture
 ) -> None:
     """Monitor mode, containerSelector: the container's connect connects and is reported
-    as what enforce mode would do; the host's connects and is not reported."""
+    as what enforce mode would do; the host's connects and is neither matched nor
+    reported."""
     port = boxes.port
     cid = await asyncio.to_thread(boxes.start, f"cdeny-monitor-{RUN_ID}")
     scope = f"  containerSelector:\n    matchLabels: {{name: cdeny-monitor-{RUN_ID}}}\n"
@@ -467,7 +469,11 @@ async def test_scoped_monitor_mode_reports_in_its_scope_only(
     seen = await find_in(events, cid, port)
     assert seen["action"] == "KPROBE_ACTION_POST", seen
     assert seen["message"] == "denied connect [monitor mode: would OVERRIDE (EPERM)]"
-    await asyncio.sleep(0.5)  # the host's connect came first: its event would be here by now
+    # The kernel counts a match as it happens, before either connect returned: exactly
+    # the container's one, however late an event of the host's would come.
+    counters = (await asyncio.to_thread(policies, module_nats_url))[NAME]["counters"]
+    assert counters["matched"] == counters["monitored"] == counters["posted"] == 1, counters
+    # Nor did an event of the host's arrive by now (the counters are the proof).
     assert not [
         ev
         for ev in events

@@ -435,7 +435,8 @@ async def test_reaction_adds_the_tool_binary_to_the_kill_set(
     """Before the trigger the tool reads the secret; after a "web server" ran
     it, the tool's binary is in the policy's matchBinaries In set: the same
     read by that binary is killed, by another copy of cat it is not, and the
-    policy lists the binary as reacted."""
+    policy lists the binary as reacted. A second trigger finds it there: it is
+    counted apart, not as a binary added, and times nothing."""
     run, url, name = asyncio.to_thread, module_nats_url, "kill-reacted-binaries"
     row = await run(apply, policy_dir, url, name, binaries_policy())
     assert row["binaries"] == {"reacted": []}
@@ -484,6 +485,26 @@ async def test_reaction_adds_the_tool_binary_to_the_kill_set(
     rows = await run(policies, url)
     assert rows[name]["binaries"] == {"reacted": [str(tools.tool)]}
     assert rows[name]["hooks"][0]["id"] == row["hooks"][0]["id"]  # type: ignore[index]
+
+    async with collected(url, subjects.status("enforcer", NODE)) as beats:
+        await run(tools.trigger)  # the same binary again: already in the set
+
+        def again() -> dict[str, Any] | None:
+            return next(
+                (
+                    b["reactions"]
+                    for b in beats
+                    if b.get("reactions", {}).get("binary_already_reacted", 0) >= 1
+                ),
+                None,
+            )
+
+        reactions = await run(wait_until, again, "binary_already_reacted counted", 20)
+    assert reactions["binaries_applied"] == 1, reactions
+    # one latency sample, the first reaction's: the second wrote nothing to time
+    assert reactions["binary_exec_to_map_ms_median"] == applied[0]["exec_to_map_ms"], reactions
+    assert sum('"added_binary"' in line for line in enforcer.log().splitlines()) == 1
+    assert (await run(policies, url))[name]["binaries"] == {"reacted": [str(tools.tool)]}
 
 
 async def test_binary_reaction_needs_a_policy_that_opts_in(
