@@ -25,8 +25,7 @@ from services.common import bpfsys
 from services.sensor.hook_records import HookConfig, ScopeKey
 from services.sensor.proc_records import ProcFlag
 
-# Bits of a scope_cgroups value. Enforcers before these bits wrote 1 for every
-# entry: read back as "selected", which is recomputed anyway.
+# Bits of a scope_cgroups value.
 SELECTED = 1  # the policy's selectors place the container (or leave it out: host scopes)
 REACTED = 2  # a reaction added the container (reactive scopes never include the host)
 

@@ -45,6 +45,23 @@ spec:
 """
 
 
+def start_enforcer(nats_url: str, policy_dir: Path, log: Path, **env: str) -> ServiceProcess:
+    """The enforcer on ``policy_dir``, once it says it runs (the caller stops it)."""
+    service = ServiceProcess(
+        "enforcer",
+        {
+            "OCELLUS_NATS_URL": nats_url,
+            "OCELLUS_NODE_NAME": NODE,
+            "OCELLUS_STATUS_INTERVAL": "0.5",
+            "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
+            **env,
+        },
+        log,
+    )
+    service.wait_for_log('"enforcer running"')
+    return service
+
+
 @contextmanager
 def running_enforcer(
     nats_url: str,
@@ -58,18 +75,7 @@ def running_enforcer(
     """The enforcer on ``policy_dir`` (plus an enricher, with ``enricher_env``);
     at the end every policy file goes and the maps are empty again before it
     stops: other modules' sensors load the same pinned maps."""
-    service = ServiceProcess(
-        "enforcer",
-        {
-            "OCELLUS_NATS_URL": nats_url,
-            "OCELLUS_NODE_NAME": NODE,
-            "OCELLUS_STATUS_INTERVAL": "0.5",
-            "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-            **env,
-        },
-        logs / "enforcer.log",
-    )
-    service.wait_for_log('"enforcer running"')
+    service = start_enforcer(nats_url, policy_dir, logs / "enforcer.log", **env)
     enriching = (
         start_enricher(nats_url, logs / "enricher.log", **(enricher_env or {}))
         if enricher

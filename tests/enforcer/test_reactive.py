@@ -37,6 +37,7 @@ from tests.enforcer.enforcer_process import (
     collected,
     policies,
     running_enforcer,
+    start_enforcer,
     wait_until,
 )
 from tests.enforcer.test_scoping import (
@@ -222,7 +223,7 @@ async def test_shell_under_shell_in_a_container_blocks_what_follows_there(
     started = time.monotonic()
     while (code := await run(containers.cat, a)) != SIGKILLED:
         assert code == 0, code
-        assert time.monotonic() - started < 5.0, "the reaction did not block within 5 s"
+        assert time.monotonic() - started < 20.0, "the reaction did not block within 20 s"
     assert await run(containers.cat, b) == 0
     assert await run(host_cat) == 0
 
@@ -270,22 +271,6 @@ def _scope_entries() -> list[tuple[int, int]]:
         scope_map.close()
 
 
-def _start_enforcer(nats_url: str, policy_dir: Path, log: Path, **env: str) -> ServiceProcess:
-    service = ServiceProcess(
-        "enforcer",
-        {
-            "OCELLUS_NATS_URL": nats_url,
-            "OCELLUS_NODE_NAME": NODE,
-            "OCELLUS_STATUS_INTERVAL": "0.5",
-            "OCELLUS_ENFORCER_POLICY_DIR": str(policy_dir),
-            **env,
-        },
-        log,
-    )
-    service.wait_for_log('"enforcer running"')
-    return service
-
-
 def _stop_enforcer(service: ServiceProcess, policy_dir: Path, nats_url: str) -> int:
     """As running_enforcer ends: no policy left in the maps (other modules'
     sensors load them), then a clean stop; its exit status."""
@@ -316,7 +301,7 @@ async def test_reacted_container_stays_blocked_across_a_sigkilled_enforcer(
     enricher = await run(
         start_enricher, url, tmp_path / "enricher.log", OCELLUS_ENRICHER_DOCKER_SOCKET=socket
     )
-    enforcer = await run(_start_enforcer, url, policy_dir, tmp_path / "first.log", **env)
+    enforcer = await run(start_enforcer, url, policy_dir, tmp_path / "first.log", **env)
     codes: list[int] = []  # of the cats in A while the enforcer is killed and replaced
     probing, prober = True, None
     try:
@@ -349,7 +334,7 @@ async def test_reacted_container_stays_blocked_across_a_sigkilled_enforcer(
         enforcer.stop()
         restarted_ns = time.time_ns()
         async with collected(url, subjects.status("enforcer", NODE)) as beats:
-            enforcer = await run(_start_enforcer, url, policy_dir, tmp_path / "second.log", **env)
+            enforcer = await run(start_enforcer, url, policy_dir, tmp_path / "second.log", **env)
             assert (await run(policies, url))[name]["scope"]["reacted"] == [a]
             assert await run(containers.cat, a) == SIGKILLED
 
@@ -447,7 +432,7 @@ async def test_reaction_adds_the_tool_binary_to_the_kill_set(
     started = time.monotonic()
     while (code := await run(tools.read, tools.tool)) != SIGKILLED:
         assert code == 0, code
-        assert time.monotonic() - started < 5.0, "the reaction did not block within 5 s"
+        assert time.monotonic() - started < 20.0, "the reaction did not block within 20 s"
     assert await run(tools.read, tools.other) == 0
     assert await run(host_cat) == 0
 
@@ -562,7 +547,7 @@ async def test_reacted_binary_stays_killed_across_a_sigkilled_enforcer(
     enricher = await run(
         start_enricher, url, tmp_path / "enricher.log", OCELLUS_ENRICHER_DOCKER_SOCKET=socket
     )
-    enforcer = await run(_start_enforcer, url, policy_dir, tmp_path / "first.log", **enforcer_env)
+    enforcer = await run(start_enforcer, url, policy_dir, tmp_path / "first.log", **enforcer_env)
     codes: list[int] = []  # of the tool's reads while the enforcer is killed and replaced
     probing, prober = True, None
     try:
@@ -581,7 +566,7 @@ async def test_reacted_binary_stays_killed_across_a_sigkilled_enforcer(
         enforcer.proc.wait()
         enforcer.stop()
         enforcer = await run(
-            _start_enforcer, url, policy_dir, tmp_path / "second.log", **enforcer_env
+            start_enforcer, url, policy_dir, tmp_path / "second.log", **enforcer_env
         )
         row = (await run(policies, url))[name]
         assert row["binaries"] == {"reacted": [str(tools.tool)]}
