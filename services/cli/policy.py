@@ -82,7 +82,12 @@ def run_offline(args: argparse.Namespace) -> int | None:
     except (PolicyError, signing.SignatureError, ValueError) as e:
         print(f"{e}\nnot signed", file=sys.stderr)
         return EXIT_REFUSED
-    (args.output or args.file).write_bytes(signed)
+    out = args.output or args.file
+    # Whole or not at all: an enforcer watching the directory never reads a
+    # half-written file (it would refuse it as unsigned or tampered).
+    partial = out.with_name(f".{out.name}.signing")
+    partial.write_bytes(signed)
+    partial.replace(out)
     kid = signing.key_id(signing.load_private(args.key).public_key())
     print(f"policy {name!r} signed with key {kid}: {args.output or args.file}")
     return 0

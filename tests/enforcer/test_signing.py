@@ -91,7 +91,9 @@ async def test_signed_policy_applies_and_the_rest_is_refused_with_an_audit_event
     alerts: list[dict[str, Any]],
     tmp_path: Path,
 ) -> None:
-    signed(policy_dir / "good.yaml", keys["ops"], "good-signed")
+    # Signed elsewhere, then moved in whole, as an operator would: a file
+    # signed in place is seen unsigned first (and refused until it changes).
+    signed(tmp_path / "good.yaml", keys["ops"], "good-signed").replace(policy_dir / "good.yaml")
     row = wait_until(lambda: policies(module_nats_url).get("good-signed"), "good listed")
     assert row["state"] == "applied", row
 
