@@ -28,8 +28,8 @@ from schemas.events import BPF_CMDS, CAPABILITY_NAMES
 from schemas.raw import SockAddr
 
 Value = int | str | SockAddr | None
-# A converter: the value -> the KprobeArgument member {name: json}, or None when it cannot be
-# given exactly.
+# A converter: the value -> the KprobeArgument member {name: json} (a new dict each call:
+# convert_args adds the label to it), or None when it cannot be given exactly.
 Convert = Callable[[Any], dict[str, Any] | None]
 
 _I32 = (-(2**31), 2**31 - 1)
@@ -58,8 +58,11 @@ def _narrow(member: str, bits: int, *, signed: bool) -> Convert:
     tracepoint, AT_FDCWD arriving as 4294967196); the declared type says what it is."""
     mask, sign = (1 << bits) - 1, 1 << (bits - 1)
 
+    lo, hi = _I64[0], _U64[1]
+
     def convert(v: Any) -> dict[str, Any] | None:
-        if not _is_int(v) or not _I64[0] <= v <= _U64[1]:
+        # _is_int inlined: this is the converter of most args
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             return None
         low = v & mask
         return {member: low - (1 << bits) if signed and low & sign else low}
@@ -136,6 +139,9 @@ def converter(arg_type: str) -> Convert:
     return CONVERTERS.get(arg_type, _unconvertible)
 
 
+_UNDECLARED: tuple[Convert, str | None] = (_unconvertible, None)
+
+
 def convert_args(
     values: list[Value], converters: list[tuple[Convert, str | None]]
 ) -> tuple[list[dict[str, Any]], int, int]:
@@ -143,17 +149,21 @@ def convert_args(
     did not fit their declared type (or had no declaration: more values than declared)."""
     out: list[dict[str, Any]] = []
     unread = unfit = 0
+    declared = len(converters)
     for i, value in enumerate(values):
-        convert, label = converters[i] if i < len(converters) else (_unconvertible, None)
-        member = None
+        convert, label = converters[i] if i < declared else _UNDECLARED
+        arg: dict[str, Any]
         if value is None:
             unread += 1
+            arg = {}
         else:
-            member = convert(value)
+            member = convert(value)  # a new dict each time: the label can go into it
             if member is None:
                 unfit += 1
-        arg = member or {}
+                arg = {}
+            else:
+                arg = member
         if label:
-            arg = {**arg, "label": label}
+            arg["label"] = label
         out.append(arg)
     return out, unread, unfit

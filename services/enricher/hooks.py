@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
@@ -56,6 +56,10 @@ class HookPlan:
     args: list[tuple[Convert, str | None]]  # (converter, label) in record order
     monitored: dict[int, str]  # monitor mode: selector -> what enforce mode would do
     returns: tuple[Convert, str | None] | None = None  # return: true: the `ret` converter
+    counter: str = field(init=False)  # the pipeline's count of events of this kind
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counter", f"{self.kind}_events")
 
     @classmethod
     def of(cls, info: HookInfo) -> HookPlan:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 
-from schemas.events import GetEventsResponse
+import pytest
+
+from schemas.events import GetEventsResponse, format_timestamp
 from schemas.raw import RawClone, RawExec, RawExit
-from services.enricher.cache import ProcessCache
+from services.enricher.cache import ProcessCache, Timestamps
 from services.enricher.procfs import ProcSnapshot
 
 NODE = "node-a"
@@ -146,3 +148,27 @@ def test_exec_after_parent_exited_still_names_the_parent() -> None:
     assert (
         ev["process_exec"]["process"]["parent_exec_id"] == ev["process_exec"]["parent"]["exec_id"]
     )
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [
+        pytest.param(0, id="epoch"),
+        pytest.param(BOOT, id="whole-second"),
+        pytest.param(BOOT + 120_000_000, id="millis"),
+        pytest.param(BOOT + 120_000, id="micros"),
+        pytest.param(BOOT + 1, id="nanos"),
+        pytest.param(BOOT + 999_999_999, id="last-nano-of-a-second"),
+        pytest.param(253_402_300_797 * 10**9 + 5, id="year-9999"),
+        pytest.param(-1, id="before-the-epoch"),
+    ],
+)
+def test_timestamps_match_format_timestamp(ns: int) -> None:
+    """The per-second memo gives format_timestamp's string, whether the second is new,
+    remembered, or comes back after the memo was cleared."""
+    stamps = Timestamps(keep=2)
+    assert stamps(ns) == format_timestamp(ns)
+    assert stamps(ns) == format_timestamp(ns)  # remembered
+    stamps(ns + 10**9)
+    stamps(ns + 2 * 10**9)  # the memo is full: cleared
+    assert stamps(ns) == format_timestamp(ns)

@@ -347,3 +347,44 @@ async def test_hit_waits_behind_its_held_exec(bus: Bus) -> None:
     assert kinds == ["process_exec", "process_kprobe"]
     assert event["process_kprobe"]["process"]["exec_id"] == exec_id(NODE, 1_000, pid)
     assert event["process_kprobe"]["process"]["binary"] == "/bin/cat"
+
+
+async def test_invalid_hook_record_leaves_its_batch_neighbours(bus: Bus) -> None:
+    """One invalid record in a batch of 300 hook records (more than a validation chunk):
+    the other 299 become events, in order, and exactly one invalid record is counted."""
+    hook_id, pid = next(_hook_ids), next(_pids)
+    await bus.registry({hook_id: OPENAT})
+    await bus.raw("process_exec", exec_rec(pid, 1_000, "/bin/cat"))
+    await bus.wait_for("process_exec", pid)
+    await bus.counter("records", 0)  # a first heartbeat: the counts so far
+    before = bus.status[-1].get("invalid_records", 0)
+    records = [hook_rec(pid, 2_000 + i, hook_id, [-100, f"/f{i}", 0]) for i in range(300)]
+    records[3]["action"] = 9  # no such action
+    await bus.raw("process_hook", *records)
+    await bus.counter("invalid_records", before + 1)
+    deadline = time.monotonic() + 10
+    kprobes: list[dict[str, Any]] = []
+    while len(kprobes) < 299 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        kprobes = [e["process_kprobe"] for e in bus.of(pid) if "process_kprobe" in e]
+    paths = [k["args"][1]["string_arg"] for k in kprobes]
+    assert paths == [f"/f{i}" for i in range(300) if i != 3]
+    await asyncio.sleep(0.3)  # a later heartbeat: still exactly one
+    assert bus.status[-1]["invalid_records"] == before + 1
+
+
+async def test_hook_batch_with_a_non_record_is_malformed_whole(bus: Bus) -> None:
+    """A hook batch with an entry that is not a map is a malformed message, as any
+    batch is: none of its records become events and none is counted invalid."""
+    hook_id, pid = next(_hook_ids), next(_pids)
+    await bus.registry({hook_id: OPENAT})
+    await bus.counter("records", 0)  # a first heartbeat: the counts so far
+    last = bus.status[-1]
+    malformed, invalid = last.get("malformed_messages", 0), last.get("invalid_records", 0)
+    batch = {"node": NODE, "type": "process_hook", "boot_ns": BOOT_NS,
+             "records": [hook_rec(pid, 1_000, hook_id, [1, "/a", 0]), 5]}  # fmt: skip
+    await bus.nc.publish(subjects.raw(NODE, "process_hook"), codec.pack(batch))
+    await bus.counter("malformed_messages", malformed + 1)
+    await asyncio.sleep(0.3)
+    assert not bus.of(pid)
+    assert bus.status[-1]["invalid_records"] == invalid
