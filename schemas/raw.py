@@ -132,13 +132,21 @@ RECORD_TYPES: dict[str, type[_Record]] = {
 RawRecord = RawExec | RawExit | RawClone | RawCgroup | RawHook
 
 
-class RawBatch(BaseModel):
-    """One NATS message: records of one type from one node."""
+class _BatchFields(BaseModel):
+    """What every NATS message of raw records carries besides them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Literal[1] = 1
     node: Annotated[str, Field(min_length=1, max_length=253)]
+    # Wall-clock nanoseconds at boot, when the batch was sent: ktime + boot_ns
+    # is the event's wall time.
+    boot_ns: U64
+
+
+class RawBatch(_BatchFields):
+    """One NATS message: records of one type from one node."""
+
     type: Literal[
         "process_exec",
         "process_exit",
@@ -147,9 +155,6 @@ class RawBatch(BaseModel):
         "cgroup_rmdir",
         "process_hook",
     ]
-    # Wall-clock nanoseconds at boot, when the batch was sent: ktime + boot_ns
-    # is the event's wall time.
-    boot_ns: U64
     records: list[dict[str, Any]]
 
     @model_validator(mode="after")
@@ -164,17 +169,12 @@ class RawBatch(BaseModel):
         return [model.model_validate(r) for r in self.records]  # type: ignore[misc]
 
 
-class RawHookEnvelope(BaseModel):
+class RawHookEnvelope(_BatchFields):
     """A process_hook batch with its records left for ``RAW_HOOKS``: the enricher's fast
     path for its busiest input validates the records a chunk per pydantic-core call,
-    not one call each. The envelope's fields are RawBatch's, checked the same way."""
+    not one call each (RawBatch's dict[str, Any] would copy every record first)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    v: Literal[1] = 1
-    node: Annotated[str, Field(min_length=1, max_length=253)]
     type: Literal["process_hook"]
-    boot_ns: U64
     records: Annotated[list[Any], Field(min_length=1)]
 
 
