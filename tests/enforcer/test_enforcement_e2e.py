@@ -14,12 +14,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
-from schemas import codec, subjects
+from schemas import subjects
 from tests.conftest import ServiceProcess
-from tests.enforcer.enforcer_process import NODE, cli, policies, running_enforcer, wait_until
+from tests.enforcer.enforcer_process import (
+    NODE,
+    cli,
+    collected,
+    policies,
+    running_enforcer,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.bpf]
 
@@ -70,16 +76,8 @@ def enforcer(
 
 @pytest.fixture
 async def events(module_nats_url: str) -> AsyncIterator[list[dict[str, Any]]]:
-    got: list[dict[str, Any]] = []
-
-    async def on_event(msg: Any) -> None:
-        got.append(codec.unpack(msg.data))
-
-    nc = await nats.connect(module_nats_url)
-    await nc.subscribe(subjects.events_all(NODE), cb=on_event)
-    await nc.flush()
-    yield got
-    await nc.close()
+    async with collected(module_nats_url, subjects.events_all(NODE)) as got:
+        yield got
 
 
 async def cat(path: Path) -> tuple[int, int]:

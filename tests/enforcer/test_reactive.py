@@ -22,10 +22,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
-from schemas import codec, subjects
+from schemas import subjects
 from schemas.events import parse_timestamp
 from services.common.bpfsys import PinnedMap
 from services.enforcer.reactions import ReactionsError, load_reactions
@@ -184,16 +183,8 @@ def containers(docker_daemon: DockerDaemon, busybox_image: str) -> Iterator[Cont
 
 @pytest.fixture
 async def events(module_nats_url: str) -> AsyncIterator[list[dict[str, Any]]]:
-    got: list[dict[str, Any]] = []
-
-    async def on_event(msg: Any) -> None:
-        got.append(codec.unpack(msg.data))
-
-    nc = await nats.connect(module_nats_url)
-    await nc.subscribe(subjects.events_all(NODE), cb=on_event)
-    await nc.flush()
-    yield got
-    await nc.close()
+    async with collected(module_nats_url, subjects.events_all(NODE)) as got:
+        yield got
 
 
 def _container_of(body: dict[str, Any]) -> str:
