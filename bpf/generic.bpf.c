@@ -216,6 +216,19 @@ static __always_inline int str_postfix(struct hook_scratch *s, struct ocellus_ho
 	return 0;
 }
 
+/* The key's data is a string of n bytes and its NUL (cut at the key's
+ * room): what Equal entries (value + NUL) and Prefix entries (value) are
+ * looked up with. The caller wrote the rest of the fixed part. */
+static __always_inline void str_key_whole(struct ocellus_str_key *k, __u32 n)
+{
+	__u32 bytes = n + 1;
+
+	if (bytes > OCELLUS_STR_KEY_DATA)
+		bytes = OCELLUS_STR_KEY_DATA;
+	k->reverse = 0;
+	k->prefixlen = OCELLUS_STR_KEY_FIXED_BITS + 8 * bytes;
+}
+
 /* String operators are answered by the str_match LPM trie, looked up with
  * the arg plus its NUL, so that an Equal entry (stored with its NUL)
  * matches only the whole string and a Prefix entry any string it starts;
@@ -228,7 +241,6 @@ static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hoo
 	__u32 a = f->arg & HOOK_ARG_MASK;
 	struct ocellus_str_key *k = f->op == OCELLUS_FOP_STR_POSTFIX ? &s->key : &s->arg[a].key;
 	__u32 n = s->arg_len[a];
-	__u32 bytes;
 
 	k->hook_id = c->hook_id;
 	k->selector = c->selector;
@@ -236,11 +248,7 @@ static __always_inline int str_filter(struct hook_scratch *s, struct ocellus_hoo
 	k->gen = c->gen;
 	if (f->op == OCELLUS_FOP_STR_POSTFIX)
 		return str_postfix(s, f, a, n);
-	k->reverse = 0;
-	bytes = n + 1;
-	if (bytes > OCELLUS_STR_KEY_DATA)
-		bytes = OCELLUS_STR_KEY_DATA;
-	k->prefixlen = OCELLUS_STR_KEY_FIXED_BITS + 8 * bytes;
+	str_key_whole(k, n);
 	return str_match_has(k);
 }
 
@@ -428,6 +436,101 @@ static __always_inline int run_slot(void *ctx, struct hook_scratch *s,
 	return 1;
 }
 
+/* Counts one `filtered` per hook none of whose slots on this event
+ * matched: `seen` are the slots evaluated (their hook ids in s->slot_hook),
+ * `hits` those that matched. Most tracepoints carry one hook: one pass. */
+static __always_inline void count_filtered(struct hook_scratch *s, __u32 seen, __u32 hits)
+{
+	__u32 rest = seen;
+
+	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
+		if (!(rest & (1u << slot)))
+			continue;
+		__u32 id = s->slot_hook[slot], group = 0;
+		for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++)
+			if ((rest & (1u << j)) && s->slot_hook[j] == id)
+				group |= 1u << j;
+		rest &= ~group;
+		if (group & hits)
+			continue;
+		struct ocellus_hook_stats *st = hook_stats_get(id);
+		if (st)
+			st->filtered += 1;
+	}
+}
+
+/* Whether the tracepoint's string prefilter (struct ocellus_prefilter)
+ * rules the event out: its string is in none of the values any slot
+ * there requires. The read stays in s->arg[pre.arg] for the slots that
+ * read the same field when it does not. */
+static __always_inline int prefilter_rejects(struct hook_scratch *s, void *ctx, __u32 tp_id)
+{
+	union {
+		__u64 word;
+		struct ocellus_prefilter f;
+	} pre = { .word = hook_prefilter_word(tp_id) };
+
+	if (!pre.f.on)
+		return 0;
+	if (pre.f.read != OCELLUS_READ_USER_STRING && pre.f.read != OCELLUS_READ_KERNEL_STRING)
+		return 0;
+	struct ocellus_hook_arg a = { .offset = pre.f.offset, .size = pre.f.size, .read = pre.f.read };
+	__u32 i = pre.f.arg & HOOK_ARG_MASK;
+	load_arg(s, ctx, &a, i);
+	struct ocellus_str_key *k = &s->arg[i].key;
+	k->hook_id = tp_id;
+	k->selector = 0;
+	k->filter = 0;
+	k->gen = pre.f.gen;
+	str_key_whole(k, s->arg_len[i]);
+	return !str_prefilter_has(k);
+}
+
+/* The slots of the tracepoint, in order (proc_stage has run): s->seen and
+ * s->hits say which were evaluated and which matched. */
+static __always_inline void run_slots(void *ctx, struct hook_scratch *s, __u32 tp_id,
+				      __u32 used, __u32 proc)
+{
+	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
+		/* Written on every path: a key written on some only splits the
+		 * verifier's states at the loop head. */
+		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
+		__u32 bit = 1u << slot;
+		if (!(used & bit))
+			continue;
+		/* A slot whose process filters (or scope) did not match needs no
+		 * config lookup: proc_stage found its hook id (0: no config). */
+		if (!(*(volatile __u32 *)&s->proc.ok & bit)) {
+			if (s->slot_hook[slot])
+				s->seen |= bit;
+			continue;
+		}
+		struct ocellus_hook_config *c = hook_config_get(&key);
+		if (!c)
+			continue;
+		/* Process filters proc_stage did not evaluate: hook_slots behind
+		 * the config for a moment, or the slot rewritten since proc_stage
+		 * read it (another hook, or a new generation). Not a match rather
+		 * than run unfiltered. */
+		__u32 id = c->hook_id;
+		int skip = (proc & bit)
+			? (s->slot_hook[slot] != id || s->slot_gen[slot] != c->gen)
+			: proc_filtered(&c->proc);
+		s->slot_hook[slot] = id;
+		s->seen |= bit;
+		if (skip)
+			continue;
+		__u32 hits = *(volatile __u32 *)&s->hits;
+		int done = 0;
+		if (hits)
+			for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++)
+				if (j < slot && (hits & (1u << j)) && s->slot_hook[j] == id)
+					done = 1;
+		if (done || run_slot(ctx, s, c, slot))
+			s->hits |= bit;
+	}
+}
+
 /* The body of ocellus_generic_tp (defined in process.bpf.c: BCC takes
  * programs from the main file only). */
 static __always_inline int generic_tp(void *ctx)
@@ -436,11 +539,6 @@ static __always_inline int generic_tp(void *ctx)
 	 * tracefs id). common_type cannot be read: the kernel stores the
 	 * pt_regs pointer over the first 8 bytes of the context. */
 	__u32 tp_id = bpf_get_attach_cookie(ctx);
-	/* hook ids seen on this event, and whether one of their slots matched:
-	 * a hook's later slots are skipped once one matched, and a hook none
-	 * of whose slots matched counts one `filtered`. */
-	__u32 seen[OCELLUS_HOOK_SLOTS] = {};
-	__u8 hit[OCELLUS_HOOK_SLOTS] = {};
 
 	/* The slots this tracepoint has: most events of a hooked syscall are
 	 * filtered, and a config lookup per empty slot was a third of it. */
@@ -455,60 +553,29 @@ static __always_inline int generic_tp(void *ctx)
 	if (!s)
 		return 0;
 	s->loaded = 0;  /* no arg read yet for this event */
-	proc_stage(s, tp_id, used, proc);
-	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
-		/* Written on every path: a key written on some only splits the
-		 * verifier's states at the loop head. */
-		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
-		if (!(used & (1u << slot)))
-			continue;
-		/* A slot whose process filters (or scope) did not match needs no
-		 * config lookup: proc_stage found its hook id. */
-		if (!(*(volatile __u32 *)&s->proc.ok & (1u << slot))) {
-			seen[slot] = s->slot_hook[slot];
-			continue;
-		}
-		struct ocellus_hook_config *c = hook_config_get(&key);
-		if (!c)
-			continue;
-		/* Process filters proc_stage did not evaluate: hook_slots behind
-		 * the config for a moment, or the slot rewritten since proc_stage
-		 * read it (another hook, or a new generation). Not a match rather
-		 * than run unfiltered. */
-		__u32 id = c->hook_id;
-		if ((proc & (1u << slot))
-		    ? (s->slot_hook[slot] != id || s->slot_gen[slot] != c->gen)
-		    : proc_filtered(&c->proc)) {
-			seen[slot] = id;
-			continue;
-		}
-		int done = 0;
-		for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++)
-			if (j < slot && seen[j] == id && hit[j])
-				done = 1;
-		seen[slot] = id;
-		if (!done)
-			hit[slot] = run_slot(ctx, s, c, slot);
-		else
-			hit[slot] = 1;
-	}
-	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
-		__u32 id = seen[slot];
-		int first = 1, any = 0;
-		if (!id)
-			continue;
-		for (__u32 j = 0; j < OCELLUS_HOOK_SLOTS; j++) {
-			if (seen[j] != id)
-				continue;
-			if (j < slot)
-				first = 0;
-			any |= hit[j];
-		}
-		if (first && !any) {
+	/* Bit per slot: evaluated (its hook id in s->slot_hook), and matched.
+	 * A hook's later slots are skipped once one matched (first match
+	 * wins); a hook none of whose slots matched counts one `filtered`.
+	 * In map memory: as registers, each combination of bits was a state
+	 * of its own to the verifier (past its 1M-instruction limit). */
+	if (prefilter_rejects(s, ctx, tp_id)) {
+		/* No slot can match: a `filtered` for each hook there. */
+		for (__u32 i = 0; i < OCELLUS_HOOK_SLOTS; i++) {
+			__u32 id = ts->hooks[i];
+			if (!id)
+				break;
 			struct ocellus_hook_stats *st = hook_stats_get(id);
 			if (st)
 				st->filtered += 1;
 		}
+		return 0;
 	}
+	s->seen = 0;
+	s->hits = 0;
+	proc_stage(s, tp_id, used, proc);
+	run_slots(ctx, s, tp_id, used, proc);
+	__u32 seen = *(volatile __u32 *)&s->seen, hits = *(volatile __u32 *)&s->hits;
+	if (seen & ~hits)
+		count_filtered(s, seen, hits);
 	return 0;
 }

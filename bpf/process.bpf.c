@@ -401,9 +401,21 @@ BPF_TABLE_PINNED("array", __u32, struct ocellus_tp_slots, hook_slots,
 		 OCELLUS_HOOK_TPS_MAX, OCELLUS_PIN_DIR "/hook_slots");
 BPF_TABLE_PINNED("lpm_trie", struct ocellus_str_key, __u8, str_match,
 		 OCELLUS_STR_MATCH_MAX, OCELLUS_PIN_DIR "/str_match", BPF_F_NO_PREALLOC);
+/* The string prefilter of a tracepoint (struct ocellus_prefilter): its word,
+ * stored whole by the enforcer through mmap, and its values. */
+_Static_assert(sizeof(struct ocellus_prefilter) == sizeof(__u64), "one 8-byte store");
+_Static_assert(OCELLUS_HOOK_PREFILTER_MAX == OCELLUS_TP_IDS, "a word per tracepoint id");
+BPF_TABLE_PINNED("array", __u32, __u64, hook_prefilter,
+		 OCELLUS_HOOK_PREFILTER_MAX, OCELLUS_PIN_DIR "/hook_prefilter", BPF_F_MMAPABLE);
+BPF_TABLE_PINNED("lpm_trie", struct ocellus_str_key, __u8, str_prefilter,
+		 OCELLUS_STR_PREFILTER_MAX, OCELLUS_PIN_DIR "/str_prefilter", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct ocellus_val_key, __u8, val_match,
 		 OCELLUS_VAL_MATCH_MAX, OCELLUS_PIN_DIR "/val_match", BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("percpu_hash", __u32, struct ocellus_hook_stats, hook_stats,
+/* Indexed by hook id modulo OCELLUS_HOOKS_MAX (the enforcer gives no two
+ * live hooks the same index): an array, whose lookup the verifier inlines,
+ * for the counter every filtered event adds to. */
+_Static_assert((OCELLUS_HOOKS_MAX & (OCELLUS_HOOKS_MAX - 1)) == 0, "hook_stats: a power of two");
+BPF_TABLE_PINNED("percpu_array", __u32, struct ocellus_hook_stats, hook_stats,
 		 OCELLUS_HOOKS_MAX, OCELLUS_PIN_DIR "/hook_stats");
 BPF_PERCPU_ARRAY(hook_scratch, struct hook_scratch, 1);
 /* Not pinned: only the programs of this object read it, and what waits in
@@ -440,9 +452,22 @@ static __always_inline int str_match_has(struct ocellus_str_key *k)
 	return str_match.lookup(k) != NULL;
 }
 
+/* The tracepoint's prefilter word, read with one load (0: off). */
+static __always_inline __u64 hook_prefilter_word(__u32 tp_id)
+{
+	__u64 *word = hook_prefilter.lookup(&tp_id);  /* an array: inlined */
+	return word ? *(volatile __u64 *)word : 0;
+}
+
+static __always_inline int str_prefilter_has(struct ocellus_str_key *k)
+{
+	return str_prefilter.lookup(k) != NULL;
+}
+
 static __always_inline struct ocellus_hook_stats *hook_stats_get(__u32 hook_id)
 {
-	return hook_stats.lookup(&hook_id);
+	__u32 index = hook_id & (OCELLUS_HOOKS_MAX - 1);
+	return hook_stats.lookup(&index);
 }
 
 static __always_inline struct hook_scratch *hook_scratch_get(void)

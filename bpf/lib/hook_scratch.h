@@ -88,6 +88,8 @@ struct hook_scratch {
 	__u32 alen;                     /* the arg being read: its bytes, or < 0: fault */
 	__u32 aflags;                   /* and its OCELLUS_AF_* */
 	__u32 hit;                      /* the filter being evaluated matched (same reason) */
+	__u32 seen;                     /* bit per slot evaluated (generic_tp) */
+	__u32 hits;                     /* bit per slot matched */
 	struct proc_view proc;          /* the current process, for process selectors */
 };
 

@@ -241,6 +241,28 @@ struct ocellus_tp_slots {
 	__u8  used;          /* bit i: hook_config {tp_id, i} exists */
 	__u8  proc;          /* bit i: slot i has process filters or a scope */
 	__u16 _pad;
+	__u32 hooks[OCELLUS_HOOK_SLOTS]; /* the hook ids of the slots, each once, then 0s */
+};
+
+/* hook_prefilter value (an mmapable array indexed by tracepoint id, one
+ * 8-byte word the enforcer stores whole, so an event never sees half of
+ * one). When `on`, every used slot of the tracepoint ANDs a positive
+ * string filter (Equal or Prefix) on the field read at (offset, size,
+ * read), and str_prefilter holds the union of their values under
+ * {hook_id: tracepoint id, gen}, encoded as in str_match: an event whose
+ * string is in none of them matches no slot, and is counted `filtered` for
+ * each hook there after one string read and one lookup, without a config.
+ * The enforcer turns it off before it writes any config of the tracepoint
+ * and on again once they are all written; values go in under the
+ * generation the word does not name yet, as in str_match. */
+struct ocellus_prefilter {
+	__u16 offset;        /* of the field in the tracepoint record */
+	__u8  size;
+	__u8  read;          /* OCELLUS_READ_USER_STRING or OCELLUS_READ_KERNEL_STRING */
+	__u8  on;
+	__u8  gen;           /* str_prefilter entries in force: this generation */
+	__u8  arg;           /* the arg index the hooks' slots read it as (its scratch buffer) */
+	__u8  _pad;
 };
 
 /* str_match key (LPM trie; the value is a __u8, 1). prefixlen counts bits

@@ -340,6 +340,8 @@ static __always_inline void proc_stage(struct hook_scratch *s, __u32 tp_id, __u3
 {
 	s->proc.state = PV_UNLOADED;
 	s->proc.ok = used & ~proc;
+	if (!(used & proc))
+		return;
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		struct ocellus_hook_key key = { .tp_id = tp_id, .slot = slot };
 		s->slot_hook[slot] = 0;

@@ -364,6 +364,7 @@ class PolicyEngine:
         except (ApplyError, HookTableError, OSError):
             for hook_id in placed:
                 self._table.detach(hook_id)
+            self._table.release(ids)
             self._connect.drop(ids)
             self._registry.retire(ids)
             await self._sync_sensor()

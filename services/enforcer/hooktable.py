@@ -11,8 +11,9 @@ here needs more than bpf() on the pinned maps.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from services.common import bpfsys
 from services.common.errors import OcellusError
 from services.enforcer.binsets import BinarySets, BinSetError
 from services.enforcer.plan import PlannedHook
+from services.enforcer.prefilter import Prefilters, plan_prefilter
 from services.sensor.hook_records import (
     HOOK_ARGS,
     HOOK_SLOTS,
+    HOOKS_MAX,
     POLICY_MAPS,
     SLOT_RETURN,
     TP_IDS,
@@ -37,6 +40,7 @@ from services.sensor.hook_records import (
     ValKey,
     config_value,
     exit_config_value,
+    stats_index,
     str_keys,
 )
 from services.sensor.hook_values import val_keys
@@ -69,7 +73,8 @@ class HookTable:
     """Hooks in the policy maps pinned in ``pin_dir`` (the sensor creates them).
 
     Hook ids start at ``first_id`` and are never reused by this table: a
-    record of a removed hook still in flight never names a newer one.
+    record of a removed hook still in flight never names a newer one. No two
+    hooks placed or reserved share a hook_stats index (``stats_index``).
     """
 
     def __init__(self, pin_dir: Path, first_id: int = 1) -> None:
@@ -91,20 +96,34 @@ class HookTable:
         )
         self._val = maps["val_match"]
         self._tp_slots = maps["hook_slots"]
+        self._prefilter_maps = (maps["hook_prefilter"], maps["str_prefilter"])
+        self.prefilters = Prefilters(*self._prefilter_maps)
         self.scope_map = maps["scope_cgroups"]  # written by scopes.py
         self._bin_maps = (maps["bin_match"], maps["bin_state"])
         self.bin_match = maps["bin_match"]  # read by reacted_binaries.py at adoption
         self._bins = BinarySets(*self._bin_maps)  # matchBinaries value sets (global)
         self._ncpus = bpfsys.possible_cpus()
         self._hooks: dict[int, _Hook] = {}
+        self._reserved: set[int] = set()  # ids given out and not placed yet
         self._next_id = max(1, first_id)  # 0 means "no hook" in the kernel
 
     # -- public ------------------------------------------------------------------
     def reserve(self) -> int:
-        """A new hook id, to publish before the hook is placed under it."""
+        """A new hook id, to publish before the hook is placed under it (or
+        given back with ``release``), whose counters no other hook shares."""
+        taken = {stats_index(i) for i in (*self._hooks, *self._reserved)}
+        if len(taken) >= HOOKS_MAX:
+            raise HookTableError(f"{HOOKS_MAX} hooks placed or being placed on this node")
+        while stats_index(self._next_id) in taken or self._next_id == 0:
+            self._next_id += 1
         hook_id = self._next_id
         self._next_id += 1
+        self._reserved.add(hook_id)
         return hook_id
+
+    def release(self, hook_ids: Iterable[int]) -> None:
+        """Give back reserved ids that were not placed (a failed apply)."""
+        self._reserved.difference_update(hook_ids)
 
     def attach(
         self, planned: PlannedHook, slots: list[SlotConfig], hook_id: int | None = None
@@ -114,7 +133,7 @@ class HookTable:
         fmt = planned.tracepoint
         if not 0 <= fmt.id < TP_IDS:
             raise HookTableError(f"{fmt.subsystem}:{fmt.event} has id {fmt.id}, beyond {TP_IDS}")
-        args = _layout(planned)
+        args = arg_layouts(planned)
         free = self._free(fmt.id)
         if len(slots) > len(free):
             raise HookTableError(
@@ -123,17 +142,20 @@ class HookTable:
             )
         if hook_id is None:
             hook_id = self.reserve()
-        elif hook_id in self._hooks or hook_id >= self._next_id:
+        elif hook_id not in self._reserved:
             raise HookTableError(f"hook id {hook_id} was not reserved")
         hook = _Hook(fmt.id, args)
         _set_return(hook, planned)
-        self._update(self._stats, ct.c_uint32(hook_id), (HookStats * self._ncpus)())
+        # The index may hold an earlier hook's counts.
+        self._update(self._stats, ct.c_uint32(stats_index(hook_id)), (HookStats * self._ncpus)())
+        self._reserved.discard(hook_id)
         self._hooks[hook_id] = hook
-        try:
-            self._write(hook_id, hook, free[: len(slots)], slots)
-        except HookTableError:
-            self.detach(hook_id)
-            raise
+        with self._prefilter_paused(fmt.id):
+            try:
+                self._write(hook_id, hook, free[: len(slots)], slots)
+            except HookTableError:
+                self.detach(hook_id)
+                raise
         return hook_id
 
     def update(self, hook_id: int, slots: list[SlotConfig]) -> None:
@@ -146,10 +168,11 @@ class HookTable:
         old_exit = (hook.exit_tp_id, list(hook.exit_slots))
         # Strings under the other generation first, then each config flips
         # to it in one update, then the old entries go: no moment without.
-        self._write(hook_id, hook, usable[: len(slots)], slots, gen=old_gen ^ 1)
-        for slot in old_slots:
-            if slot not in hook.slots:
-                self._config.delete(HookKey(hook.tp_id, slot))  # unpublished by _write
+        with self._prefilter_paused(hook.tp_id):
+            self._write(hook_id, hook, usable[: len(slots)], slots, gen=old_gen ^ 1)
+            for slot in old_slots:
+                if slot not in hook.slots:
+                    self._config.delete(HookKey(hook.tp_id, slot))  # unpublished by _write
         self._delete_exit(old_exit[0], old_exit[1], keep=(hook.exit_tp_id, hook.exit_slots))
         self._bins.retain(hook_id, {c.binary.set_key for c in slots if c.binary})
         if hook.known_strings:
@@ -161,18 +184,18 @@ class HookTable:
     def detach(self, hook_id: int) -> None:
         """Remove a hook from the maps."""
         hook = self._get(hook_id)
-        slots, hook.slots, hook.proc_slots = hook.slots, [], set()
-        self._publish_slots(hook.tp_id)  # the program stops looking first
-        for slot in slots:
-            self._config.delete(HookKey(hook.tp_id, slot))
+        with self._prefilter_paused(hook.tp_id):
+            slots, hook.slots, hook.proc_slots = hook.slots, [], set()
+            self._publish_slots(hook.tp_id)  # the program stops looking first
+            for slot in slots:
+                self._config.delete(HookKey(hook.tp_id, slot))
         self._delete_exit(hook.exit_tp_id, hook.exit_slots)
         self._bins.retain(hook_id, set())
         if hook.known_strings:
             self._delete_strings(hook_id, hook.configs, hook.gen)
         else:
             self._scan_delete_strings(hook_id, keep_gen=None)
-        del self._hooks[hook_id]
-        self._stats.delete(ct.c_uint32(hook_id))
+        del self._hooks[hook_id]  # its counters stay until the index is reused
 
     def adopt_existing(self) -> dict[int, list[HookConfig]]:
         """Take over the hooks an earlier enforcer left in the maps (they kept
@@ -184,6 +207,8 @@ class HookTable:
         found: dict[int, _Hook] = {}
         configs: dict[int, list[HookConfig]] = {}
         bin_owners: dict[int, set[int]] = {}
+        # Off until update() gives each hook its strings back (slower meanwhile).
+        self.prefilters.clear()
         for key in self._config.keys(HookKey):
             value = HookConfig()
             if not self._config.lookup(key, value):
@@ -217,7 +242,7 @@ class HookTable:
         hook = self._get(hook_id)
         if hook.tp_id != planned.tracepoint.id:
             return False
-        hook.args = _layout(planned)
+        hook.args = arg_layouts(planned)
         old_exit = (hook.exit_tp_id, list(hook.exit_slots))
         _set_return(hook, planned)
         if hook.exit_tp_id != old_exit[0]:  # update() writes the new side
@@ -238,14 +263,15 @@ class HookTable:
         """The hook's counters, summed over CPUs."""
         self._get(hook_id)
         values = (HookStats * self._ncpus)()
-        if not self._stats.lookup(ct.c_uint32(hook_id), values):
+        if not self._stats.lookup(ct.c_uint32(stats_index(hook_id)), values):
             return {}
         names = [f[0] for f in HookStats._fields_]
         return {n: sum(getattr(v, n) for v in values) for n in names}
 
     def close(self) -> None:
+        self.prefilters.close()
         maps = (self._config, self._tp_slots, self._str, self._stats, self._val, self.scope_map)
-        for m in (*maps, *self._bin_maps):
+        for m in (*maps, *self._bin_maps, *self._prefilter_maps):
             m.close()
 
     # -- private -----------------------------------------------------------------
@@ -298,15 +324,32 @@ class HookTable:
         self._publish_slots(hook.tp_id)  # the new slots, once their configs are there
 
     def _publish_slots(self, tp_id: int, more_proc: Iterable[int] = ()) -> None:
-        """hook_slots[tp_id]: the slots the hooks on it hold, and those with
-        process filters (plus ``more_proc``, about to gain them)."""
-        used = proc = 0
-        for h in self._hooks.values():
-            if h.tp_id == tp_id:
-                used |= sum(1 << s for s in h.slots)
-                proc |= sum(1 << s for s in h.proc_slots)
-        proc |= sum(1 << s for s in more_proc)
-        self._update(self._tp_slots, ct.c_uint32(tp_id), TpSlots(used, proc))
+        """hook_slots[tp_id]: the slots the hooks on it hold, their hooks, and
+        those with process filters (plus ``more_proc``, about to gain them)."""
+        value = TpSlots()
+        holders = [
+            (hook_id, h) for hook_id, h in self._hooks.items() if h.tp_id == tp_id and h.slots
+        ]
+        for i, (hook_id, h) in enumerate(holders):  # at most HOOK_SLOTS: a slot each at least
+            value.used |= sum(1 << s for s in h.slots)
+            value.proc |= sum(1 << s for s in h.proc_slots)
+            value.hooks[i] = hook_id
+        value.proc |= sum(1 << s for s in more_proc)
+        self._update(self._tp_slots, ct.c_uint32(tp_id), value)
+
+    @contextlib.contextmanager
+    def _prefilter_paused(self, tp_id: int) -> Iterator[None]:
+        """The tracepoint's prefilter off while its configs change, then as
+        they say (also after a failed change)."""
+        self.prefilters.off(tp_id)
+        try:
+            yield
+        finally:
+            hooks = [h for h in self._hooks.values() if h.tp_id == tp_id and h.slots]
+            # An adopted hook's configs are known once update() wrote them.
+            known = all(len(h.configs) == len(h.slots) for h in hooks)
+            planned = plan_prefilter((h.args, h.configs) for h in hooks) if known else None
+            self.prefilters.publish(tp_id, planned)
 
     def _delete_exit(
         self,
@@ -370,7 +413,8 @@ def _set_return(hook: _Hook, planned: PlannedHook) -> None:
     hook.ret = ArgLayout(ret.field.offset, ret.read_size, _READS[ret.read])
 
 
-def _layout(planned: PlannedHook) -> tuple[ArgLayout, ...]:
+def arg_layouts(planned: PlannedHook) -> tuple[ArgLayout, ...]:
+    """Where each of the hook's args is in its tracepoint record, and how it is read."""
     if len(planned.args) > HOOK_ARGS:
         raise HookTableError(f"{planned.path}: at most {HOOK_ARGS} args in the kernel")
     return tuple(ArgLayout(a.field.offset, a.read_size, _READS[a.read]) for a in planned.args)

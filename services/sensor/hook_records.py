@@ -163,9 +163,33 @@ TP_IDS = 65536  # tracepoint ids are below 2^16: hook_slots' index
 
 
 class TpSlots(ct.Structure):
-    """struct ocellus_tp_slots: a tracepoint's slots in use, and those with process filters."""
+    """struct ocellus_tp_slots: a tracepoint's slots in use, those with process
+    filters, and the hooks that hold them."""
 
-    _fields_ = [("used", ct.c_uint8), ("proc", ct.c_uint8), ("_pad", ct.c_uint16)]
+    _fields_ = [
+        ("used", ct.c_uint8),
+        ("proc", ct.c_uint8),
+        ("_pad", ct.c_uint16),
+        ("hooks", ct.c_uint32 * HOOK_SLOTS),  # each hook id once, then 0s
+    ]
+
+
+class Prefilter(ct.Structure):
+    """struct ocellus_prefilter: a tracepoint's string prefilter, one 8-byte
+    word in hook_prefilter (``word()``; 0 is off)."""
+
+    _fields_ = [
+        ("offset", ct.c_uint16),
+        ("size", ct.c_uint8),
+        ("read", ct.c_uint8),
+        ("on", ct.c_uint8),
+        ("gen", ct.c_uint8),
+        ("arg", ct.c_uint8),
+        ("_pad", ct.c_uint8),
+    ]
+
+    def word(self) -> int:
+        return int.from_bytes(bytes(self), "little")
 
 
 class StrKey(ct.Structure):
@@ -198,6 +222,14 @@ class ScopeKey(ct.Structure):
     _fields_ = [("scope", ct.c_uint32), ("_pad", ct.c_uint32), ("cgroup_id", ct.c_uint64)]
 
 
+HOOKS_MAX = 1024  # live hooks per node: hook_stats entries (a power of two)
+
+
+def stats_index(hook_id: int) -> int:
+    """A hook's entry in hook_stats (as hook_stats_get() in C)."""
+    return hook_id & (HOOKS_MAX - 1)
+
+
 class HookStats(ct.Structure):
     _fields_ = [
         ("matched", ct.c_uint64),
@@ -227,9 +259,13 @@ POLICY_MAPS = (
     # Per tracepoint id: which hook_config slots exist (an event looks up only those).
     MapSpec("hook_slots", 2, ct.c_uint32, TpSlots, TP_IDS, "OCELLUS_HOOK_TPS_MAX"),
     MapSpec("str_match", 11, StrKey, ct.c_uint8, 16384, "OCELLUS_STR_MATCH_MAX"),
+    # Per tracepoint id: its string prefilter word (mmapable: stored whole), and its values.
+    MapSpec("hook_prefilter", 2, ct.c_uint32, ct.c_uint64, TP_IDS, "OCELLUS_HOOK_PREFILTER_MAX"),
+    MapSpec("str_prefilter", 11, StrKey, ct.c_uint8, 16384, "OCELLUS_STR_PREFILTER_MAX"),
     # Ports, protocols, InMap values (ranges as prefixes: up to 126 per range) and CIDRs.
     MapSpec("val_match", 11, ValKey, ct.c_uint8, 65536, "OCELLUS_VAL_MATCH_MAX"),
-    MapSpec("hook_stats", 5, ct.c_uint32, HookStats, 1024, "OCELLUS_HOOKS_MAX"),
+    # Per CPU, at index stats_index(hook id): no two live hooks share one (hooktable.py).
+    MapSpec("hook_stats", 6, ct.c_uint32, HookStats, HOOKS_MAX, "OCELLUS_HOOKS_MAX"),
     # matchBinaries value sets, global (bits of BinValue): paths, prefixes, reversed postfixes.
     MapSpec("bin_match", 11, BinKey, BinValue, 16384, "OCELLUS_BIN_MATCH_MAX"),
     MapSpec("bin_state", 2, ct.c_uint32, BinState, 1, "OCELLUS_BIN_STATE_MAX"),
@@ -368,20 +404,25 @@ def _fill_filters(cfg: HookConfig, filters: tuple[FilterConfig, ...]) -> None:
 
 def str_keys(hook_id: int, slot: SlotConfig, gen: int) -> list[StrKey]:
     """The str_match entries of a slot's string filters."""
-    keys = []
-    for fi, f in enumerate(slot.filters):
-        for value in f.strings:
-            data = value + b"\0" if f.op == FilterOp.STR_EQUAL else value
-            key = StrKey()
-            key.prefixlen = STR_KEY_FIXED_BITS + 8 * len(data)
-            key.hook_id, key.selector, key.filter = hook_id, slot.selector, fi
-            # Postfix: the kernel looks up the arg's last len(value) bytes under
-            # reverse = len(value), for each length in the filter's vals
-            key.reverse = len(value) if f.op == FilterOp.STR_POSTFIX else 0
-            key.gen = gen
-            ct.memmove(ct.addressof(key) + StrKey.data.offset, data, len(data))
-            keys.append(key)
-    return keys
+    return [
+        str_key(f.op, value, hook_id, slot.selector, fi, gen)
+        for fi, f in enumerate(slot.filters)
+        for value in f.strings
+    ]
+
+
+def str_key(op: FilterOp, value: bytes, hook_id: int, selector: int, fi: int, gen: int) -> StrKey:
+    """One value of a string filter as a str_match (or str_prefilter) key."""
+    data = value + b"\0" if op == FilterOp.STR_EQUAL else value
+    key = StrKey()
+    key.prefixlen = STR_KEY_FIXED_BITS + 8 * len(data)
+    key.hook_id, key.selector, key.filter = hook_id, selector, fi
+    # Postfix: the kernel looks up the arg's last len(value) bytes under
+    # reverse = len(value), for each length in the filter's vals
+    key.reverse = len(value) if op == FilterOp.STR_POSTFIX else 0
+    key.gen = gen
+    ct.memmove(ct.addressof(key) + StrKey.data.offset, data, len(data))
+    return key
 
 
 # -- decoding OCELLUS_OP_HOOK records -------------------------------------------

@@ -1,6 +1,7 @@
 """hook_slots: the per-tracepoint index of slots the generic program looks up.
 The enforcer's HookTable keeps it in step with hook_config, and the program
-trusts it only to skip work, never to skip a slot's process filters."""
+trusts it only to skip work, never to skip a slot's process filters. And
+hook_stats, the counters indexed by hook id that every event adds to."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 
 from services.common import bpfsys
 from services.enforcer.compile import compile_selectors
+from services.enforcer.hooktable import HookTableError
 from services.enforcer.plan import plan_hooks
-from services.sensor.hook_records import TpSlots
+from services.sensor.hook_records import HOOKS_MAX, TpSlots, stats_index
 from tests.hook_engine import NO_KPROBES, Engine, engine, policy
 
 __all__ = ["engine"]  # the fixture, used by name
@@ -109,3 +111,37 @@ def test_process_filters_the_index_does_not_show_are_not_skipped(
         assert engine.table.stats(hook_id)["filtered"] > before  # seen, counted, not matched
     finally:
         engine.table.detach(hook_id)
+
+
+@pytest.mark.bpf
+def test_hooks_never_share_counters(engine: Engine, tmp_path: Path) -> None:
+    """hook_stats is indexed by hook id modulo HOOKS_MAX: the table gives no
+    two live hooks one index, and a hook placed at a reused index starts at 0."""
+    table = engine.table.inner
+    target = tmp_path / "f"
+    target.write_text("x")
+    first, _ = place(engine, tmp_path / "nothing-here")
+    opened(engine, first, target)
+    counted = table.stats(first)["filtered"]
+    assert counted > 0
+    ids = [table.reserve() for _ in range(HOOKS_MAX - 1)]
+    try:
+        assert len({stats_index(i) for i in [first, *ids]}) == HOOKS_MAX
+        with pytest.raises(HookTableError, match="hooks placed or being placed"):
+            table.reserve()
+    finally:
+        table.release(ids)
+    engine.table.detach(first)
+    while True:  # the next id takes the first hook's index
+        probe = table.reserve()
+        table.release([probe])
+        if stats_index(probe + 1) == stats_index(first):
+            break
+    second, _ = place(engine, tmp_path)
+    try:
+        assert stats_index(second) == stats_index(first) and second != first
+        assert table.stats(second)["filtered"] == 0  # not the first hook's counts
+        assert opened(engine, second, target)
+        assert table.stats(second)["matched"] >= 1
+    finally:
+        engine.table.detach(second)

@@ -30,6 +30,7 @@ STRUCTS = {
     "ocellus_hook_filter": hr.HookFilter,
     "ocellus_hook_config": hr.HookConfig,
     "ocellus_tp_slots": hr.TpSlots,
+    "ocellus_prefilter": hr.Prefilter,
     "ocellus_str_key": hr.StrKey,
     "ocellus_val_key": hr.ValKey,
     "ocellus_hook_stats": hr.HookStats,
