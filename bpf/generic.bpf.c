@@ -30,6 +30,31 @@ static __always_inline __s64 read_int(void *src, __u8 size, int is_signed)
 	}
 }
 
+/* Which of s->direct holds the 8-byte field `a` (OCELLUS_DIRECT_WORDS: none,
+ * or not copied for this event: read it from the record). */
+static __always_inline __u32 direct_word(struct hook_scratch *s, struct ocellus_hook_arg *a)
+{
+	__u32 rel = (__u32)a->offset - OCELLUS_DIRECT_FROM;  /* below: wraps, too far */
+
+	if (!*(volatile __u32 *)&s->direct_ok || a->size != 8 || (rel & 7) ||
+	    rel >= 8 * OCELLUS_DIRECT_WORDS)
+		return OCELLUS_DIRECT_WORDS;
+	return rel >> 3;
+}
+
+/* A user pointer field of the record. */
+static __always_inline void *record_ptr(struct hook_scratch *s, struct ocellus_hook_arg *a,
+					void *src)
+{
+	__u32 word = direct_word(s, a);
+	void *ptr = NULL;
+
+	if (word < OCELLUS_DIRECT_WORDS)
+		return (void *)s->direct[word];
+	bpf_probe_read_kernel(&ptr, sizeof(ptr), src);
+	return ptr;
+}
+
 /* A string read's result: its length without the NUL, or a fault. */
 static __always_inline void string_read(struct hook_scratch *s, long n)
 {
@@ -57,9 +82,14 @@ static __always_inline void load_arg(struct hook_scratch *s, void *ctx,
 	void *src = ctx + a->offset;  /* u16: inside the tracepoint record */
 	void *ptr = NULL;
 
+	__u32 word = direct_word(s, a);
+
 	if (a->read == OCELLUS_READ_INT || a->read == OCELLUS_READ_UINT) {
 		/* a helper call cheaper than the cache's checks */
-		s->ival[k] = read_int(src, a->size, a->read == OCELLUS_READ_INT);
+		if (word < OCELLUS_DIRECT_WORDS)
+			s->ival[k] = s->direct[word];  /* 8 bytes: no extension */
+		else
+			s->ival[k] = read_int(src, a->size, a->read == OCELLUS_READ_INT);
 		return;
 	}
 	if ((s->loaded & (1u << k)) && s->arg_tag[k] == tag)
@@ -68,8 +98,7 @@ static __always_inline void load_arg(struct hook_scratch *s, void *ctx,
 	s->aflags = OCELLUS_AF_FAULT;
 	switch (a->read) {
 	case OCELLUS_READ_USER_STRING:
-		bpf_probe_read_kernel(&ptr, sizeof(ptr), src);
-		string_read(s, bpf_probe_read_user_str(out, OCELLUS_HOOK_STR_MAX, ptr));
+		string_read(s, bpf_probe_read_user_str(out, OCELLUS_HOOK_STR_MAX, record_ptr(s, a, src)));
 		break;
 	case OCELLUS_READ_KERNEL_STRING: {
 		__u32 loc = 0;
@@ -81,7 +110,7 @@ static __always_inline void load_arg(struct hook_scratch *s, void *ctx,
 	case OCELLUS_READ_SOCKADDR:
 		/* sockaddr_in6 is 28 bytes, sockaddr_in 16: a 16-byte one at the
 		 * end of a page would fault at 28, so fall back. */
-		bpf_probe_read_kernel(&ptr, sizeof(ptr), src);
+		ptr = record_ptr(s, a, src);
 		if (bpf_probe_read_user(out, OCELLUS_HOOK_SOCKADDR_MAX, ptr) == 0) {
 			s->alen = OCELLUS_HOOK_SOCKADDR_MAX;
 			s->aflags = 0;
@@ -531,45 +560,64 @@ static __always_inline void run_slots(void *ctx, struct hook_scratch *s, __u32 t
 	}
 }
 
+/* The start of an event, for the engine and its entry alike: the
+ * tracepoint's slots, or NULL when nothing more is to be done (no slot, or
+ * the prefilter ruled the event out and counted it). */
+static __always_inline struct ocellus_tp_slots *event_start(struct hook_scratch *s, void *ctx,
+							    __u32 tp_id)
+{
+	/* The slots this tracepoint has: most events of a hooked syscall are
+	 * filtered, and a config lookup per empty slot was a third of it. */
+	struct ocellus_tp_slots *ts = hook_slots_get(tp_id);
+
+	if (!ts || !ts->used)
+		return NULL;
+	s->loaded = 0;  /* no arg read yet for this event */
+	if (!prefilter_rejects(s, ctx, tp_id))
+		return ts;
+	/* No slot can match: a `filtered` for each hook there. */
+	for (__u32 i = 0; i < OCELLUS_HOOK_SLOTS; i++) {
+		__u32 id = ts->hooks[i];
+		if (!id)
+			break;
+		struct ocellus_hook_stats *st = hook_stats_get(id);
+		if (st)
+			st->filtered += 1;
+	}
+	return NULL;
+}
+
 /* The body of ocellus_generic_tp (defined in process.bpf.c: BCC takes
  * programs from the main file only). */
 static __always_inline int generic_tp(void *ctx)
 {
-	/* Which tracepoint fired: the cookie user space attached it with (its
-	 * tracefs id). common_type cannot be read: the kernel stores the
-	 * pt_regs pointer over the first 8 bytes of the context. */
-	__u32 tp_id = bpf_get_attach_cookie(ctx);
+	struct hook_scratch *s = hook_scratch_get();
+	struct ocellus_tp_slots *ts;
 
-	/* The slots this tracepoint has: most events of a hooked syscall are
-	 * filtered, and a config lookup per empty slot was a third of it. */
-	struct ocellus_tp_slots *ts = hook_slots_get(tp_id);
+	if (!s)
+		return 0;
+	/* Which tracepoint fired: the one ocellus_generic_args_tp ran for (it
+	 * copied the record's first args and ran event_start), or the cookie
+	 * user space attached this program with (its tracefs id). common_type
+	 * cannot be read: the kernel stores the pt_regs pointer over the first
+	 * 8 bytes of the context. */
+	__u32 tp_id = s->entry_tp;
+	s->entry_tp = 0;
+	if (tp_id) {
+		ts = hook_slots_get(tp_id);
+	} else {
+		tp_id = bpf_get_attach_cookie(ctx);
+		s->direct_ok = 0;
+		ts = event_start(s, ctx, tp_id);
+	}
 	if (!ts)
 		return 0;
 	__u32 used = ts->used, proc = ts->proc;
-	if (!used)
-		return 0;
-
-	struct hook_scratch *s = hook_scratch_get();
-	if (!s)
-		return 0;
-	s->loaded = 0;  /* no arg read yet for this event */
 	/* Bit per slot: evaluated (its hook id in s->slot_hook), and matched.
 	 * A hook's later slots are skipped once one matched (first match
 	 * wins); a hook none of whose slots matched counts one `filtered`.
 	 * In map memory: as registers, each combination of bits was a state
 	 * of its own to the verifier (past its 1M-instruction limit). */
-	if (prefilter_rejects(s, ctx, tp_id)) {
-		/* No slot can match: a `filtered` for each hook there. */
-		for (__u32 i = 0; i < OCELLUS_HOOK_SLOTS; i++) {
-			__u32 id = ts->hooks[i];
-			if (!id)
-				break;
-			struct ocellus_hook_stats *st = hook_stats_get(id);
-			if (st)
-				st->filtered += 1;
-		}
-		return 0;
-	}
 	s->seen = 0;
 	s->hits = 0;
 	proc_stage(s, tp_id, used, proc);

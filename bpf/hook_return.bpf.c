@@ -47,6 +47,7 @@ static __always_inline int generic_exit_tp(void *ctx)
 	if (!s)
 		return 0;
 	s->loaded = 0;  /* args in scratch are another event's */
+	s->direct_ok = 0;  /* and so are the words ocellus_generic_args_tp copied */
 	for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {
 		struct hook_record *p = hook_pending_get(pid_tgid, slot);
 		if (!p)

@@ -14,6 +14,10 @@
 #define HOOK_ARG_MASK 7  /* OCELLUS_HOOK_ARGS rounded up to a power of two, minus one */
 /* What identifies an arg's read: the same field read the same way. */
 #define HOOK_ARG_TAG(a) ((__u32)(a)->offset | (__u32)(a)->read << 16 | (__u32)(a)->size << 24)
+/* The record words ocellus_generic_args_tp copies: a syscall's first two
+ * args (sys_enter_* records have them at 16 and 24). */
+#define OCELLUS_DIRECT_FROM 16
+#define OCELLUS_DIRECT_WORDS 2
 
 /* rate_limit key (LRU hash, kernel only; the value is the ktime of the last
  * record posted): as Tetragon, the first OCELLUS_RATE_ARG_BYTES bytes of each
@@ -88,6 +92,13 @@ struct hook_scratch {
 	__u32 alen;                     /* the arg being read: its bytes, or < 0: fault */
 	__u32 aflags;                   /* and its OCELLUS_AF_* */
 	__u32 hit;                      /* the filter being evaluated matched (same reason) */
+	/* Set by ocellus_generic_args_tp for the engine it tail-calls: the
+	 * tracepoint (0: the engine was attached itself), and the record's
+	 * words at OCELLUS_DIRECT_FROM.. (direct_ok: they are this event's;
+	 * every program that reads args says whether). */
+	__u32 entry_tp;
+	__u32 direct_ok;
+	__u64 direct[OCELLUS_DIRECT_WORDS];
 	__u32 seen;                     /* bit per slot evaluated (generic_tp) */
 	__u32 hits;                     /* bit per slot matched */
 	struct proc_view proc;          /* the current process, for process selectors */

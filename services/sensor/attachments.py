@@ -9,12 +9,18 @@ heartbeat, so a missed request costs at most one status interval.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from services.common import bpfsys
 from services.common.logging import get_logger
 from services.sensor.hook_records import SLOT_RETURN, HookKey
-from services.sensor.probes import GENERIC_EXIT_PROGRAM, GENERIC_PROGRAM, ProcessProbes
+from services.sensor.probes import (
+    GENERIC_ARGS_PROGRAM,
+    GENERIC_EXIT_PROGRAM,
+    GENERIC_PROGRAM,
+    ProcessProbes,
+)
 from services.sensor.tp_link import TracepointLink
 
 log = get_logger("ocellus.sensor")
@@ -23,6 +29,8 @@ log = get_logger("ocellus.sensor")
 class HookAttachments:
     def __init__(self, probes: ProcessProbes) -> None:
         self._prog_fd = int(probes.bpf.funcs[GENERIC_PROGRAM].fd)
+        # Where the record is long enough, the engine's entry with the first args.
+        self._args_fd = int(probes.bpf.funcs[GENERIC_ARGS_PROGRAM].fd)
         self._config = bpfsys.PinnedMap(probes.pin_dir / "hook_config")
         self._links: dict[int, TracepointLink] = {}  # by tracepoint id
         # return: true hooks: the exit program on their sys_exit_* tracepoints
@@ -30,6 +38,7 @@ class HookAttachments:
         self._exit_links: dict[int, TracepointLink] = {}
         self.failed: dict[int, str] = {}  # tracepoint id -> why it is not attached
         self.program_id = bpfsys.prog_id(self._prog_fd)
+        self.args_program_id = bpfsys.prog_id(self._args_fd)
 
     def sync(self) -> dict[str, Any]:
         """Attach to every tracepoint the map names, detach from the rest: the
@@ -37,18 +46,22 @@ class HookAttachments:
         of a return: true hook is (keys with SLOT_RETURN)."""
         keys = self._config.keys(HookKey)
         exits = {key.tp_id for key in keys if key.slot & SLOT_RETURN}
-        self._sync_links(self._exit_links, exits, self._exit_fd)
+        self._sync_links(self._exit_links, exits, (self._exit_fd,))
         wanted = {key.tp_id for key in keys if not key.slot & SLOT_RETURN}
         self.failed = {tp: why for tp, why in self.failed.items() if tp in wanted | exits}
-        self._sync_links(self._links, wanted, self._prog_fd)
+        self._sync_links(self._links, wanted, (self._args_fd, self._prog_fd))
         return self.state()
 
-    def _sync_links(self, links: dict[int, TracepointLink], wanted: set[int], prog_fd: int) -> None:
+    def _sync_links(
+        self, links: dict[int, TracepointLink], wanted: set[int], prog_fds: tuple[int, ...]
+    ) -> None:
+        """``prog_fds``: the program to attach, or the ones to try in turn (the
+        kernel refuses a program reading past the end of a shorter record)."""
         for tp_id in set(links) - wanted:
             links.pop(tp_id).close()
         for tp_id in wanted - set(links):
             try:
-                links[tp_id] = TracepointLink(prog_fd, tp_id, cookie=tp_id)
+                links[tp_id] = _attach_first(prog_fds, tp_id)
             except OSError as e:
                 if tp_id not in self.failed:
                     log.warning(
@@ -61,7 +74,12 @@ class HookAttachments:
     def state(self) -> dict[str, Any]:
         return {
             "program_id": self.program_id,
+            "args_program_id": self.args_program_id,
             "attached": sorted(self._links),
+            # those where the entry with the first args runs the engine
+            "args_attached": sorted(
+                t for t, ln in self._links.items() if ln.prog_fd == self._args_fd
+            ),
             "attached_exit": sorted(self._exit_links),
             "failed": {str(tp): why for tp, why in sorted(self.failed.items())},
         }
@@ -76,3 +94,15 @@ class HookAttachments:
         self._links.clear()
         self._exit_links.clear()
         self._config.close()
+
+
+def _attach_first(prog_fds: tuple[int, ...], tp_id: int) -> TracepointLink:
+    """The first of ``prog_fds`` the kernel attaches to the tracepoint (EACCES:
+    the program reads past the end of its record)."""
+    for prog_fd in prog_fds[:-1]:
+        try:
+            return TracepointLink(prog_fd, tp_id, cookie=tp_id)
+        except OSError as e:
+            if e.errno != errno.EACCES:
+                raise
+    return TracepointLink(prog_fds[-1], tp_id, cookie=tp_id)

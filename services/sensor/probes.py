@@ -20,6 +20,8 @@ from services.sensor.proc_seed import seed_proc_sel
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _BPF_NOEXIST = 1
 GENERIC_PROGRAM = b"ocellus_generic_tp"  # bpf/generic.bpf.c
+# Its entry for records that hold a syscall's first two args (bpf/process.bpf.c).
+GENERIC_ARGS_PROGRAM = b"ocellus_generic_args_tp"
 GENERIC_EXIT_PROGRAM = b"ocellus_generic_exit_tp"  # bpf/hook_return.bpf.c
 log = get_logger("ocellus.sensor")
 
@@ -72,7 +74,9 @@ class ProcessProbes:
         try:
             self.bpf = BPF(src_file=str(self.source).encode(), cflags=cflags)
             # Verified now, at start, rather than at the first policy.
-            self.bpf.load_func(GENERIC_PROGRAM, BPF.TRACEPOINT)
+            engine = self.bpf.load_func(GENERIC_PROGRAM, BPF.TRACEPOINT)
+            self.bpf.load_func(GENERIC_ARGS_PROGRAM, BPF.TRACEPOINT)
+            self.bpf[b"generic_engine"][ct.c_int(0)] = ct.c_int(engine.fd)
             self.bpf.load_func(GENERIC_EXIT_PROGRAM, BPF.TRACEPOINT)
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             raise ProbeError(f"loading {self.source.name}: {e}") from e

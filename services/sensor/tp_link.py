@@ -34,6 +34,7 @@ class TracepointLink:
     """``prog_fd`` attached to tracepoint ``tp_id`` with ``cookie``; close() detaches."""
 
     def __init__(self, prog_fd: int, tp_id: int, cookie: int) -> None:
+        self.prog_fd = prog_fd
         attr = (ct.c_uint8 * _ATTR_SIZE)()
         ct.c_uint32.from_buffer(attr, 0).value = _PERF_TYPE_TRACEPOINT
         ct.c_uint32.from_buffer(attr, 4).value = _ATTR_SIZE
