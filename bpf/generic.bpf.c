@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* The generic hook engine: ONE program, ocellus_generic_tp, attached to
- * every tracepoint a policy hooks and configured by maps only (layouts in
- * lib/policy.h). Adding a hook attaches this same program to one more
+/* The generic hook engine: ONE program, ocellus_generic_tp, run at every
+ * tracepoint a policy hooks and configured by maps only (layouts in
+ * lib/policy.h): attached itself, or tail-called by its entry
+ * ocellus_generic_args_tp where the record holds a syscall's first args
+ * (process.bpf.c). Adding a hook attaches one of the two to one more
  * tracepoint; changing a selector rewrites map entries: nothing is ever
- * compiled or loaded again, and the program id stays the same.
+ * compiled or loaded again, and the program ids stay the same.
  *
- * Per event: the tracepoint (its attach cookie) picks, through
+ * Per event: the tracepoint's string prefilter (event_start) may rule it
+ * out at once; else the tracepoint (its attach cookie) picks, through
  * hook_slots, the slots that have a config (up to OCELLUS_HOOK_SLOTS);
  * each reads its args out of the tracepoint record at the offsets
  * tracefs gave, ANDs its filters, and the first matching slot of a hook
@@ -512,7 +515,13 @@ static __always_inline int prefilter_rejects(struct hook_scratch *s, void *ctx, 
 	k->filter = 0;
 	k->gen = pre.f.gen;
 	str_key_whole(k, s->arg_len[i]);
-	return !str_prefilter_has(k);
+	if (str_prefilter_has(k))
+		return 0;
+	/* A miss counts only under the word it was looked up under: one
+	 * rewritten meanwhile (the old generation's values deleted while this
+	 * event was held up) says nothing, and the slots decide. `seq` tells
+	 * a rewrite that came back to the same generation. */
+	return hook_prefilter_word(tp_id) == pre.word;
 }
 
 /* The slots of the tracepoint, in order (proc_stage has run): s->seen and
@@ -587,15 +596,11 @@ static __always_inline struct ocellus_tp_slots *event_start(struct hook_scratch 
 	return NULL;
 }
 
-/* The body of ocellus_generic_tp (defined in process.bpf.c: BCC takes
- * programs from the main file only). */
-static __always_inline int generic_tp(void *ctx)
+/* One event of the engine. */
+static __always_inline void generic_event(void *ctx, struct hook_scratch *s)
 {
-	struct hook_scratch *s = hook_scratch_get();
 	struct ocellus_tp_slots *ts;
 
-	if (!s)
-		return 0;
 	/* Which tracepoint fired: the one ocellus_generic_args_tp ran for (it
 	 * copied the record's first args and ran event_start), or the cookie
 	 * user space attached this program with (its tracefs id). common_type
@@ -611,7 +616,7 @@ static __always_inline int generic_tp(void *ctx)
 		ts = event_start(s, ctx, tp_id);
 	}
 	if (!ts)
-		return 0;
+		return;
 	__u32 used = ts->used, proc = ts->proc;
 	/* Bit per slot: evaluated (its hook id in s->slot_hook), and matched.
 	 * A hook's later slots are skipped once one matched (first match
@@ -625,5 +630,17 @@ static __always_inline int generic_tp(void *ctx)
 	__u32 seen = *(volatile __u32 *)&s->seen, hits = *(volatile __u32 *)&s->hits;
 	if (seen & ~hits)
 		count_filtered(s, seen, hits);
+}
+
+/* The body of ocellus_generic_tp (defined in process.bpf.c: BCC takes
+ * programs from the main file only). */
+static __always_inline int generic_tp(void *ctx)
+{
+	struct hook_scratch *s = hook_scratch_get();
+
+	if (!s)
+		return 0;
+	generic_event(ctx, s);
+	s->direct_ok = 0;  /* the copied words are this event's only */
 	return 0;
 }

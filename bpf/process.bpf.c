@@ -612,11 +612,12 @@ int ocellus_generic_args_tp(void *ctx)
 		s->direct[i] = *(__u64 *)(ctx + OCELLUS_DIRECT_FROM + 8 * i);
 	s->direct_ok = 1;
 	__u32 tp_id = bpf_get_attach_cookie(ctx);
-	if (!event_start(s, ctx, tp_id))
-		return 0;
-	s->entry_tp = tp_id;
-	generic_engine.call(ctx, 0);
-	s->entry_tp = 0;  /* no engine ran: what is in scratch is no one's */
+	if (event_start(s, ctx, tp_id)) {
+		s->entry_tp = tp_id;
+		generic_engine.call(ctx, 0);  /* the engine clears both */
+		s->entry_tp = 0;  /* no engine ran: what is in scratch is no one's */
+	}
+	s->direct_ok = 0;
 	return 0;
 }
 

@@ -14,8 +14,9 @@
 #define HOOK_ARG_MASK 7  /* OCELLUS_HOOK_ARGS rounded up to a power of two, minus one */
 /* What identifies an arg's read: the same field read the same way. */
 #define HOOK_ARG_TAG(a) ((__u32)(a)->offset | (__u32)(a)->read << 16 | (__u32)(a)->size << 24)
-/* The record words ocellus_generic_args_tp copies: a syscall's first two
- * args (sys_enter_* records have them at 16 and 24). */
+/* The record words ocellus_generic_args_tp copies (it attaches to records
+ * of 32 bytes or more): a syscall's first two args, at 16 and 24 in
+ * sys_enter_* records; whatever is there in others. */
 #define OCELLUS_DIRECT_FROM 16
 #define OCELLUS_DIRECT_WORDS 2
 

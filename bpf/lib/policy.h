@@ -262,7 +262,7 @@ struct ocellus_prefilter {
 	__u8  on;
 	__u8  gen;           /* str_prefilter entries in force: this generation */
 	__u8  arg;           /* the arg index the hooks' slots read it as (its scratch buffer) */
-	__u8  _pad;
+	__u8  seq;           /* counts the enforcer's writes: no two words in a row are equal */
 };
 
 /* str_match key (LPM trie; the value is a __u8, 1). prefixlen counts bits
@@ -294,7 +294,8 @@ struct ocellus_val_key {
 	__u8  data[OCELLUS_VAL_KEY_DATA];
 };
 
-/* hook_stats value (per-CPU hash by hook_id, created by user space). */
+/* hook_stats value (per-CPU array, at hook id mod OCELLUS_HOOKS_MAX: the
+ * enforcer gives no two live hooks one index, and zeroes a reused one). */
 struct ocellus_hook_stats {
 	__u64 matched;       /* events a selector of the hook matched */
 	__u64 posted;        /* records written for it */

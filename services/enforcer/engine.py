@@ -362,11 +362,13 @@ class PolicyEngine:
                 placed.append(hook_id)
             self._check_attached(compiled, await self._sync_sensor())
         except (ApplyError, HookTableError, OSError):
-            for hook_id in placed:
-                self._table.detach(hook_id)
             self._table.release(ids)
-            self._connect.drop(ids)
-            self._registry.retire(ids)
+            try:
+                for hook_id in placed:
+                    self._table.detach(hook_id)
+            finally:
+                self._connect.drop(ids)
+                self._registry.retire(ids)
             await self._sync_sensor()
             raise
         if current is not None:

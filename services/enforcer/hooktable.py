@@ -1,12 +1,13 @@
 """The generic hook engine's table: which (hook, selector) slot of which
 tracepoint carries what, written into the sensor's pinned policy maps.
 
-Adding a hook writes its slots; the sensor then attaches the one generic
-program (already loaded and verified) to any tracepoint the map names that
-it is not attached to yet (services/sensor/attachments.py). Changing a hook
-rewrites map values only; removing the last hook of a tracepoint lets the
-sensor detach it. Nothing here compiles or loads a program, and nothing
-here needs more than bpf() on the pinned maps.
+Adding a hook writes its slots; the sensor then attaches the generic
+program (already loaded and verified; or its entry for records that hold a
+syscall's first args) to any tracepoint the map names that it is not
+attached to yet (services/sensor/attachments.py). Changing a hook rewrites
+map values only; removing the last hook of a tracepoint lets the sensor
+detach it. Nothing here compiles or loads a program: the pinned maps are
+written with bpf(), and the prefilter words through mmap (prefilter.py).
 """
 
 from __future__ import annotations
@@ -97,7 +98,12 @@ class HookTable:
         self._val = maps["val_match"]
         self._tp_slots = maps["hook_slots"]
         self._prefilter_maps = (maps["hook_prefilter"], maps["str_prefilter"])
-        self.prefilters = Prefilters(*self._prefilter_maps)
+        try:
+            self.prefilters = Prefilters(*self._prefilter_maps)
+        except OSError as e:
+            for m in maps.values():
+                m.close()
+            raise HookTableError(f"mapping hook_prefilter: {e.strerror or e}") from e
         self.scope_map = maps["scope_cgroups"]  # written by scopes.py
         self._bin_maps = (maps["bin_match"], maps["bin_state"])
         self.bin_match = maps["bin_match"]  # read by reacted_binaries.py at adoption
@@ -146,8 +152,13 @@ class HookTable:
             raise HookTableError(f"hook id {hook_id} was not reserved")
         hook = _Hook(fmt.id, args)
         _set_return(hook, planned)
-        # The index may hold an earlier hook's counts.
-        self._update(self._stats, ct.c_uint32(stats_index(hook_id)), (HookStats * self._ncpus)())
+        try:  # the index may hold an earlier hook's counts
+            self._update(
+                self._stats, ct.c_uint32(stats_index(hook_id)), (HookStats * self._ncpus)()
+            )
+        except HookTableError:
+            self.release([hook_id])
+            raise
         self._reserved.discard(hook_id)
         self._hooks[hook_id] = hook
         with self._prefilter_paused(fmt.id):
@@ -340,16 +351,19 @@ class HookTable:
     @contextlib.contextmanager
     def _prefilter_paused(self, tp_id: int) -> Iterator[None]:
         """The tracepoint's prefilter off while its configs change, then as
-        they say (also after a failed change)."""
+        they say (off after a failed change)."""
         self.prefilters.off(tp_id)
         try:
             yield
-        finally:
-            hooks = [h for h in self._hooks.values() if h.tp_id == tp_id and h.slots]
-            # An adopted hook's configs are known once update() wrote them.
-            known = all(len(h.configs) == len(h.slots) for h in hooks)
-            planned = plan_prefilter((h.args, h.configs) for h in hooks) if known else None
-            self.prefilters.publish(tp_id, planned)
+        except BaseException:
+            # The maps may hold configs the table's model does not: off.
+            self.prefilters.publish(tp_id, None)
+            raise
+        hooks = [h for h in self._hooks.values() if h.tp_id == tp_id and h.slots]
+        # An adopted hook's configs are known once update() wrote them.
+        known = all(len(h.configs) == len(h.slots) for h in hooks)
+        planned = plan_prefilter((h.args, h.configs) for h in hooks) if known else None
+        self.prefilters.publish(tp_id, planned)
 
     def _delete_exit(
         self,

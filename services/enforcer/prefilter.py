@@ -8,8 +8,10 @@ most opens are of paths no policy names.
 Safety rests on the order of writes: the word goes off before any config of
 the tracepoint changes and comes back (for the configs now there) after;
 values go in under the generation the word does not name yet, and the old
-ones go once the word names the new one. A change that fails leaves the
-prefilter off, which is slower, never wrong."""
+ones go once the word names the new one (an event that looked them up
+under the old word and missed re-reads the word, and leaves the decision
+to the slots when it changed). A change that fails leaves the prefilter
+off, which is slower, never wrong."""
 
 from __future__ import annotations
 
@@ -92,6 +94,7 @@ class Prefilters:
         self._words = memoryview(self._mm).cast("Q")
         self._values = values
         self._held: dict[int, tuple[int, list[StrKey]]] = {}  # tp id: (gen, keys)
+        self._seq: dict[int, int] = {}  # tp id: words written (the kernel tells rewrites apart)
 
     def off(self, tp_id: int) -> None:
         self._words[tp_id] = 0
@@ -105,9 +108,10 @@ class Prefilters:
             gen = old[0] ^ 1 if old else 0
             keys = [str_key(op, v, tp_id, 0, 0, gen) for op, v in sorted(planned.values)]
             if self._write(tp_id, keys):
-                p = planned.layout
-                word = Prefilter(p.offset, p.size, p.read, 1, gen, planned.arg, 0).word()
+                p, seq = planned.layout, (self._seq.get(tp_id, 0) + 1) & 0xFF
+                word = Prefilter(p.offset, p.size, p.read, 1, gen, planned.arg, seq).word()
                 self._words[tp_id] = word
+                self._seq[tp_id] = seq
                 self._held[tp_id] = (gen, keys)
         if old:
             self._delete(old[1])

@@ -98,11 +98,13 @@ class HookAttachments:
 
 def _attach_first(prog_fds: tuple[int, ...], tp_id: int) -> TracepointLink:
     """The first of ``prog_fds`` the kernel attaches to the tracepoint (EACCES:
-    the program reads past the end of its record)."""
+    the program reads past the end of its record; anything else is logged,
+    and the next one tried: the last does the same work, only slower)."""
     for prog_fd in prog_fds[:-1]:
         try:
             return TracepointLink(prog_fd, tp_id, cookie=tp_id)
         except OSError as e:
             if e.errno != errno.EACCES:
-                raise
+                log.warning("hook entry program refused, the engine instead",
+                            tracepoint_id=tp_id, reason=str(e))  # fmt: skip
     return TracepointLink(prog_fds[-1], tp_id, cookie=tp_id)

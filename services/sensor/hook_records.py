@@ -185,11 +185,12 @@ class Prefilter(ct.Structure):
         ("on", ct.c_uint8),
         ("gen", ct.c_uint8),
         ("arg", ct.c_uint8),
-        ("_pad", ct.c_uint8),
+        ("seq", ct.c_uint8),
     ]
 
     def word(self) -> int:
-        return int.from_bytes(bytes(self), "little")
+        """As the kernel reads it: one native u64."""
+        return int(ct.c_uint64.from_buffer_copy(bytes(self)).value)
 
 
 class StrKey(ct.Structure):
@@ -222,6 +223,7 @@ class ScopeKey(ct.Structure):
     _fields_ = [("scope", ct.c_uint32), ("_pad", ct.c_uint32), ("cgroup_id", ct.c_uint64)]
 
 
+BPF_F_MMAPABLE = 1 << 10
 HOOKS_MAX = 1024  # live hooks per node: hook_stats entries (a power of two)
 
 
@@ -252,6 +254,7 @@ class MapSpec:
     value: Any  # ctypes type (per CPU for per-CPU maps)
     max_entries: int
     define: str  # the C macro that takes max_entries
+    flags: int | None = None  # map flags user space relies on (None: not checked)
 
 
 POLICY_MAPS = (
@@ -260,7 +263,15 @@ POLICY_MAPS = (
     MapSpec("hook_slots", 2, ct.c_uint32, TpSlots, TP_IDS, "OCELLUS_HOOK_TPS_MAX"),
     MapSpec("str_match", 11, StrKey, ct.c_uint8, 16384, "OCELLUS_STR_MATCH_MAX"),
     # Per tracepoint id: its string prefilter word (mmapable: stored whole), and its values.
-    MapSpec("hook_prefilter", 2, ct.c_uint32, ct.c_uint64, TP_IDS, "OCELLUS_HOOK_PREFILTER_MAX"),
+    MapSpec(
+        "hook_prefilter",
+        2,
+        ct.c_uint32,
+        ct.c_uint64,
+        TP_IDS,
+        "OCELLUS_HOOK_PREFILTER_MAX",
+        flags=BPF_F_MMAPABLE,
+    ),
     MapSpec("str_prefilter", 11, StrKey, ct.c_uint8, 16384, "OCELLUS_STR_PREFILTER_MAX"),
     # Ports, protocols, InMap values (ranges as prefixes: up to 126 per range) and CIDRs.
     MapSpec("val_match", 11, ValKey, ct.c_uint8, 65536, "OCELLUS_VAL_MATCH_MAX"),

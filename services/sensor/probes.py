@@ -159,8 +159,9 @@ def prepare_pins(pin_dir: Path) -> None:
             raise ProbeError(f"pinned map {pin} cannot be opened: {e}") from e
         info = m.info
         m.close()
-        want = (spec.type, ct.sizeof(spec.key), ct.sizeof(spec.value), spec.max_entries)
-        have = (info.type, info.key_size, info.value_size, info.max_entries)
+        want = (spec.type, ct.sizeof(spec.key), ct.sizeof(spec.value), spec.max_entries,
+                info.flags if spec.flags is None else spec.flags)  # fmt: skip
+        have = (info.type, info.key_size, info.value_size, info.max_entries, info.flags)
         if have != want:
             pin.unlink()
             log.warning("removed a pinned map of another layout", path=str(pin), have=have,

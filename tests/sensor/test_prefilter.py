@@ -13,7 +13,7 @@ import pytest
 
 from services.common import bpfsys
 from services.enforcer.compile import compile_selectors
-from services.enforcer.hooktable import HookTable, arg_layouts
+from services.enforcer.hooktable import HookTable, HookTableError, arg_layouts
 from services.enforcer.plan import plan_hooks
 from services.enforcer.prefilter import plan_prefilter
 from services.sensor.hook_records import FilterOp, StrKey
@@ -199,3 +199,32 @@ def test_the_plan_keeps_each_values_operator_whatever_the_arg_index() -> None:
     planned_pre = plan_prefilter(hooks)
     assert planned_pre is not None and planned_pre.arg == 1  # the first hook's index
     assert planned_pre.values == {(FilterOp.STR_PREFIX, b"/x/a/"), (FilterOp.STR_EQUAL, b"/x/b/f")}
+
+
+@pytest.mark.bpf
+def test_a_change_that_fails_leaves_it_off(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half of a change may be in the maps: the prefilter stays off (slower,
+    never wrong) until a change goes through."""
+    a, b = files(tmp_path, "a", "b")
+    hook_id, tp_id = place(engine, prefix(a.parent))
+    table = engine.table.inner
+    write = table._write
+
+    def half_written(*args: object, **kwargs: object) -> None:
+        write(*args, **kwargs)  # type: ignore[arg-type]
+        raise HookTableError("writing hook_config: injected")
+
+    try:
+        monkeypatch.setattr(table, "_write", half_written)
+        with pytest.raises(HookTableError, match="injected"):
+            update(engine, hook_id, prefix(b.parent))
+        assert not table.prefilters.is_on(tp_id)
+        assert opens(engine, b) == {hook_id}  # the configs in the maps decide
+        monkeypatch.setattr(table, "_write", write)
+        update(engine, hook_id, prefix(a.parent))
+        assert table.prefilters.is_on(tp_id)
+        assert opens(engine, a) == {hook_id} and opens(engine, b) == set()
+    finally:
+        engine.table.detach(hook_id)
