@@ -8,6 +8,7 @@ status heartbeats are single maps.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -25,9 +26,16 @@ class DecodeError(ValueError):
         self.size = size
 
 
+_packers = threading.local()  # a Packer is not thread-safe
+
+
 def pack(body: dict[str, Any]) -> bytes:
-    """Pack a map, stamping the schema version."""
-    return msgpack.packb({VERSION_KEY: SCHEMA_VERSION, **body}, use_bin_type=True)
+    """Pack a map, stamping the schema version. One Packer per thread, reused:
+    packb() builds one per call (~0.5 µs of the ~3 µs an enriched event takes)."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack({VERSION_KEY: SCHEMA_VERSION, **body})  # type: ignore[no-any-return]
 
 
 def unpack(data: bytes, *, max_size: int = 8 * 1024 * 1024) -> dict[str, Any]:

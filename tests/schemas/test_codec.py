@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import msgpack
 import pytest
 from pydantic import ValidationError
@@ -30,6 +32,18 @@ def test_pack_unpack_round_trip() -> None:
     out = codec.unpack(codec.pack(body))
     assert out == {"v": codec.SCHEMA_VERSION, **body}
     assert RawBatch.model_validate(out).parsed() == [RawExec.model_validate(EXEC)]
+
+
+def test_the_reused_packer_is_clean_after_a_failure_and_per_thread() -> None:
+    """codec.pack reuses a Packer: one that failed half way leaves nothing
+    behind, and threads packing at once each get their own bytes."""
+    with pytest.raises(TypeError):
+        codec.pack({"a": [1, 2, object()]})
+    assert codec.pack({"a": 1}) == msgpack.packb({"v": codec.SCHEMA_VERSION, "a": 1})
+    bodies = [{"n": i, "s": "x" * (i % 50)} for i in range(2000)]
+    with ThreadPoolExecutor(4) as pool:
+        packed = list(pool.map(codec.pack, bodies))
+    assert [codec.unpack(p) for p in packed] == [{"v": codec.SCHEMA_VERSION, **b} for b in bodies]
 
 
 @pytest.mark.parametrize(
