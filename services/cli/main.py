@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from schemas import subjects
+from services.cli.embedded_nats import with_embedded_nats
 from services.cli.policy import add_policy_parser, run_offline, run_policy
 from services.cli.settings import Settings
 from services.cli.status import add_status_parser, run_status
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return exporter_main(ExporterSettings(**flags, **_overrides(args, "config_file")))
         settings = Settings(**flags)
+        if args.command != "up":  # up starts its own
+            settings = with_embedded_nats(settings, settings.state_dir)
     except (ValidationError, ConfigFileError) as e:  # ConfigFileError: OCELLUS_CONFIG's file
         print(f"ocellus: invalid settings:\n{e}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from schemas import subjects
+from services.cli import embedded_nats
 from services.cli.events import EventPrinter, subscribe_events
 from services.cli.settings import Settings
 from services.common import bus
@@ -36,18 +37,22 @@ class ServiceStartError(OcellusError):
 SERVICES = ("enricher", "exporter", "sensor", "enforcer")
 
 
-async def _start_nats(settings: Settings) -> tuple[EmbeddedNats, str]:
-    server = EmbeddedNats(settings.state_dir / "nats", port=settings.nats_port)
+async def _start_nats(settings: Settings, password_file: Path) -> tuple[EmbeddedNats, str]:
+    def server(port: int) -> EmbeddedNats:
+        return EmbeddedNats(settings.state_dir / "nats", port=port, user=embedded_nats.USER,
+                            password_file=password_file)  # fmt: skip
+
+    nats = server(settings.nats_port)
     try:
-        url = await asyncio.to_thread(server.start)
+        url = await asyncio.to_thread(nats.start)
     except NatsServerError as e:
         if settings.nats_port == 0:
             raise
         # The default port is taken (another NATS?): take any free one.
         log.warning("NATS port busy; using a free one", port=settings.nats_port, reason=str(e))
-        server = EmbeddedNats(settings.state_dir / "nats", port=0)
-        url = await asyncio.to_thread(server.start)
-    return server, url
+        nats = server(0)
+        url = await asyncio.to_thread(nats.start)
+    return nats, url
 
 
 async def _spawn(
@@ -132,14 +137,24 @@ async def run_up(
     if policy_dir is not None:
         extra_env.update(_enforcer_env(policy_dir))
     server = None
+    auth = bus.NatsAuth.of(settings)
     if nats_url is None:
-        server, nats_url = await _start_nats(settings)
-        log.info("embedded NATS ready", url=nats_url, state_dir=str(settings.state_dir))
+        # Only up's user may connect: other users of the machine could
+        # otherwise delete policies or forge events.
+        password_file = embedded_nats.new_password(settings.state_dir)
+        server, nats_url = await _start_nats(settings, password_file)
+        auth = bus.NatsAuth(user=embedded_nats.USER, password_file=password_file)
+        extra_env.update(embedded_nats.env(password_file))
+        embedded_nats.publish(settings.state_dir, nats_url)  # for `ocellus events`, `policy`, ...
+        log.info("embedded NATS ready", url=nats_url, user=embedded_nats.USER,
+                 password_file=str(password_file))  # fmt: skip
     children: dict[str, asyncio.subprocess.Process] = {}
     nc = None
     failed = False
     try:
-        nc = await bus.connect(nats_url, name="ocellus-up", timeout=settings.nats_connect_timeout)
+        nc = await bus.connect(
+            nats_url, name="ocellus-up", timeout=settings.nats_connect_timeout, auth=auth
+        )
         printer = EventPrinter(output=settings.output)
         await subscribe_events(nc, printer)
         for service in services:
@@ -169,6 +184,7 @@ async def run_up(
             await bus.drain(nc, settings.drain_timeout)
         if server is not None:
             await server.astop()
+            embedded_nats.withdraw(settings.state_dir)
         if children:
             log.info("ocellus down", returncodes=codes)
     return 1 if failed or any(codes.values()) else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -42,12 +43,24 @@ def find_binary() -> str:
 
 
 class EmbeddedNats:
-    """A nats-server child process. ``port=0`` picks a free port."""
+    """A nats-server child process. ``port=0`` picks a free port. With
+    ``password_file``, the server admits only ``user`` with the password in
+    it (set in a config file only its owner reads, never on the command
+    line, which every user of the machine can see)."""
 
-    def __init__(self, state_dir: Path, *, host: str = "127.0.0.1", port: int = 4222) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        user: str = "ocellus",
+        password_file: Path | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = port
+        self.user, self.password_file = user, password_file
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -69,6 +82,8 @@ class EmbeddedNats:
             "-l",
             str(log_path),
         ]
+        if self.password_file is not None:
+            argv += ["-c", str(self._auth_config(self.password_file))]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
         )
@@ -89,6 +104,16 @@ class EmbeddedNats:
             time.sleep(0.02)
         self.stop()
         raise NatsServerError(f"nats-server not ready after {timeout}s: {_tail(log_path)}")
+
+    def _auth_config(self, password_file: Path) -> Path:
+        password = password_file.read_text().strip()
+        conf = self.state_dir / "nats-auth.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            f.write(f"authorization {{ users: [ {{ user: {json.dumps(self.user)}, "
+                    f"password: {json.dumps(password)} }} ] }}\n")  # fmt: skip
+        return conf
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

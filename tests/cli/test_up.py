@@ -3,9 +3,11 @@ processes, real NATS, real BPF."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -174,3 +176,43 @@ def test_invalid_settings_are_refused(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "nats_connect_timeout" in done.stderr
+
+
+@pytest.mark.bpf
+def test_the_embedded_nats_admits_only_ups_user(tmp_path: Path) -> None:
+    """Other users of the machine cannot reach the NATS `up` embeds (they could
+    delete policies or forge events): it wants the password `up` wrote, in a
+    file only its owner reads and on no command line; `ocellus` commands of
+    that user find it, with the URL, in the state directory."""
+    require_root()
+    proc, log = _start_up(tmp_path)
+    LineReader(proc)
+    state = tmp_path / "state"
+    try:
+        _wait_ready(proc, log)
+        url = (state / "nats.url").read_text().strip()
+        password_file = state / "nats-password"
+        password = password_file.read_text().strip()
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        assert password not in log.read_text()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                assert password.encode() not in cmdline.read_bytes()
+        connect = (
+            "import asyncio, nats\n"
+            f"asyncio.run(nats.connect({url!r}, allow_reconnect=False, connect_timeout=3))"
+        )
+        refused = subprocess.run(
+            [sys.executable, "-c", connect], capture_output=True, text=True, timeout=30
+        )
+        assert refused.returncode != 0 and "authorization" in refused.stderr.lower()
+        env = {**os.environ, "OCELLUS_STATE_DIR": str(state), "OCELLUS_NODE_NAME": "up-test"}
+        env.pop("OCELLUS_NATS_URL", None)
+        listed = subprocess.run(
+            [OCELLUS, "policy", "list"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert not (state / "nats.url").exists() and not (state / "nats-password").exists()
