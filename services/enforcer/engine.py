@@ -300,7 +300,7 @@ class PolicyEngine:
             if applied is not None:
                 for hook_id, hook_row in zip(applied.hook_ids, row["hooks"], strict=True):
                     stats = self._table.stats(hook_id)
-                    hook_row.update(stats)
+                    hook_row.update(stats, prefiltered=self._table.prefiltered(hook_id))
                     for c in _COUNTERS:
                         totals[c] += stats.get(c, 0)
             row["counters"] = totals

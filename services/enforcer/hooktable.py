@@ -270,6 +270,11 @@ class HookTable:
             h.exit_tp_id for h in self._hooks.values() if h.exit_tp_id is not None
         }
 
+    def prefiltered(self, hook_id: int) -> bool:
+        """Whether the hook's tracepoint rules events out by its string
+        prefilter (prefilter.py): the cheap path for what matches nothing."""
+        return self.prefilters.is_on(self._get(hook_id).tp_id)
+
     def stats(self, hook_id: int) -> dict[str, int]:
         """The hook's counters, summed over CPUs."""
         self._get(hook_id)

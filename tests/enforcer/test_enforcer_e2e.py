@@ -66,6 +66,7 @@ async def test_directory_policy_reports_etc_not_tmp_then_edit_flips_it(
     row = wait_until(lambda: policies(module_nats_url).get("etc-reads"), "etc-reads listed")
     assert row["state"] == "applied", row
     assert row["hooks"][0]["tracepoint"] == "syscalls:sys_enter_openat"
+    assert row["hooks"][0]["prefiltered"] is True  # one Prefix: the string prefilter's case
     before = await sensor_state(module_nats_url)
 
     pid = await cat("/etc/hostname")
@@ -87,7 +88,9 @@ async def test_directory_policy_reports_etc_not_tmp_then_edit_flips_it(
     after = policies(module_nats_url)["etc-reads"]
     assert after["hooks"][0]["id"] == row["hooks"][0]["id"]
     assert after["revision"] != row["revision"]
-    assert (await sensor_state(module_nats_url))["program_id"] == before["program_id"]
+    state = await sensor_state(module_nats_url)
+    assert state["program_id"] == before["program_id"]
+    assert state["args_program_id"] == before["args_program_id"]
     (policy_dir / "etc.yaml").unlink()
     wait_until(lambda: "etc-reads" not in policies(module_nats_url), "etc-reads removed")
 
