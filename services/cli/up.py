@@ -37,10 +37,23 @@ class ServiceStartError(OcellusError):
 SERVICES = ("enricher", "exporter", "sensor", "enforcer")
 
 
-async def _start_nats(settings: Settings, password_file: Path) -> tuple[EmbeddedNats, str]:
+def _embedded_needs_no_auth(settings: Settings) -> None:
+    """Credentials or TLS settings name another NATS than the embedded one
+    (which has its own password and no TLS): say so rather than have every
+    service refused."""
+    given = [name for name in ("nats_user", "nats_creds", "nats_tls_ca", "nats_tls_cert")
+             if getattr(settings, name) is not None]  # fmt: skip
+    if given:
+        raise OcellusError(
+            f"{', '.join(given)} set, but no NATS URL: they are for an external NATS "
+            "(give --nats-url); the embedded one has its own password"
+        )
+
+
+async def _start_nats(settings: Settings, password: str) -> tuple[EmbeddedNats, str]:
     def server(port: int) -> EmbeddedNats:
         return EmbeddedNats(settings.state_dir / "nats", port=port, user=embedded_nats.USER,
-                            password_file=password_file)  # fmt: skip
+                            password=password)  # fmt: skip
 
     nats = server(settings.nats_port)
     try:
@@ -138,20 +151,25 @@ async def run_up(
         extra_env.update(_enforcer_env(policy_dir))
     server = None
     auth = bus.NatsAuth.of(settings)
+    lock = None
     if nats_url is None:
-        # Only up's user may connect: other users of the machine could
-        # otherwise delete policies or forge events.
-        password_file = embedded_nats.new_password(settings.state_dir)
-        server, nats_url = await _start_nats(settings, password_file)
-        auth = bus.NatsAuth(user=embedded_nats.USER, password_file=password_file)
-        extra_env.update(embedded_nats.env(password_file))
-        embedded_nats.publish(settings.state_dir, nats_url)  # for `ocellus events`, `policy`, ...
-        log.info("embedded NATS ready", url=nats_url, user=embedded_nats.USER,
-                 password_file=str(password_file))  # fmt: skip
+        _embedded_needs_no_auth(settings)
+        lock = embedded_nats.UpLock(settings.state_dir)  # one `up` per state directory
     children: dict[str, asyncio.subprocess.Process] = {}
     nc = None
     failed = False
     try:
+        if lock is not None:
+            # Only up's user may connect: other users of the machine could
+            # otherwise delete policies or forge events.
+            password, password_file = lock.new_password()
+            server, nats_url = await _start_nats(settings, password)
+            auth = bus.NatsAuth(user=embedded_nats.USER, password_file=password_file)
+            extra_env.update(embedded_nats.env(password_file))
+            lock.publish(nats_url)  # for `ocellus events`, `policy`, ...
+            log.info("embedded NATS ready", url=nats_url, user=embedded_nats.USER,
+                     password_file=str(password_file))  # fmt: skip
+        assert nats_url is not None
         nc = await bus.connect(
             nats_url, name="ocellus-up", timeout=settings.nats_connect_timeout, auth=auth
         )
@@ -184,7 +202,8 @@ async def run_up(
             await bus.drain(nc, settings.drain_timeout)
         if server is not None:
             await server.astop()
-            embedded_nats.withdraw(settings.state_dir)
+        if lock is not None:
+            lock.release()
         if children:
             log.info("ocellus down", returncodes=codes)
     return 1 if failed or any(codes.values()) else 0

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from services.common.errors import OcellusError
 
 _PR_SET_PDEATHSIG = 1
+_CONFIG_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def die_with_parent() -> None:
@@ -43,10 +45,10 @@ def find_binary() -> str:
 
 
 class EmbeddedNats:
-    """A nats-server child process. ``port=0`` picks a free port. With
-    ``password_file``, the server admits only ``user`` with the password in
-    it (set in a config file only its owner reads, never on the command
-    line, which every user of the machine can see)."""
+    """A nats-server child process. ``port=0`` picks a free port. With a
+    ``password``, the server admits only ``user`` with it (given in a config
+    file only its owner reads, removed once the server has read it; never on
+    the command line, which every user of the machine can see)."""
 
     def __init__(
         self,
@@ -55,17 +57,17 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = 4222,
         user: str = "ocellus",
-        password_file: Path | None = None,
+        password: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = port
-        self.user, self.password_file = user, password_file
+        self.user, self.password = user, password
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start(self, timeout: float = 10.0) -> str:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ports_dir = Path(tempfile.mkdtemp(prefix="nats-ports-", dir=self.state_dir))
         log_path = self.state_dir / "nats-server.log"
         argv = [
@@ -82,8 +84,10 @@ class EmbeddedNats:
             "-l",
             str(log_path),
         ]
-        if self.password_file is not None:
-            argv += ["-c", str(self._auth_config(self.password_file))]
+        conf = None
+        if self.password is not None:
+            conf = self._auth_config(self.password)
+            argv += ["-c", str(conf)]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
         )
@@ -100,19 +104,23 @@ class EmbeddedNats:
                     continue  # written but not complete yet
                 self.url = ports["nats"][0]
                 shutil.rmtree(ports_dir, ignore_errors=True)
+                if conf is not None:
+                    conf.unlink(missing_ok=True)  # read: the server has it
                 return self.url
             time.sleep(0.02)
         self.stop()
         raise NatsServerError(f"nats-server not ready after {timeout}s: {_tail(log_path)}")
 
-    def _auth_config(self, password_file: Path) -> Path:
-        password = password_file.read_text().strip()
-        conf = self.state_dir / "nats-auth.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+    def _auth_config(self, password: str) -> Path:
+        for value in (self.user, password):
+            if not _CONFIG_SAFE.fullmatch(value):  # no escapes to get wrong in NATS's syntax
+                raise NatsServerError("the embedded NATS's user and password must be [A-Za-z0-9_-]")
+        conf = self.state_dir / f"nats-auth-{os.getpid()}.conf"
+        conf.unlink(missing_ok=True)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(f"authorization {{ users: [ {{ user: {json.dumps(self.user)}, "
-                    f"password: {json.dumps(password)} }} ] }}\n")  # fmt: skip
+            user = f'{{ user: "{self.user}", password: "{password}" }}'
+            f.write(f"authorization {{ users: [ {user} ] }}\n")
         return conf
 
     def stop(self, timeout: float = 5.0) -> None:

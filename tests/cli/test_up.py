@@ -206,13 +206,38 @@ def test_the_embedded_nats_admits_only_ups_user(tmp_path: Path) -> None:
             [sys.executable, "-c", connect], capture_output=True, text=True, timeout=30
         )
         assert refused.returncode != 0 and "authorization" in refused.stderr.lower()
-        env = {**os.environ, "OCELLUS_STATE_DIR": str(state), "OCELLUS_NODE_NAME": "up-test"}
+        assert not list((state / "nats").glob("*.conf"))  # read by the server, gone
+        env = {**os.environ, "OCELLUS_STATE_DIR": str(state), "OCELLUS_NODE_NAME": "up-test",
+               "OCELLUS_NATS_CONNECT_TIMEOUT": "2"}  # fmt: skip
         env.pop("OCELLUS_NATS_URL", None)
         listed = subprocess.run(
             [OCELLUS, "policy", "list"], env=env, capture_output=True, text=True, timeout=60
         )
         assert listed.returncode == 0, listed.stderr
+        second = subprocess.run([OCELLUS, "up", "--state-dir", str(state)], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert second.returncode == 1 and "another `ocellus up`" in second.stderr
     finally:
         proc.terminate()
         proc.wait(10)
     assert not (state / "nats.url").exists() and not (state / "nats-password").exists()
+    # A URL left by an `up` that no longer runs (killed) is not used.
+    (state / "nats.url").write_text("nats://127.0.0.1:9\n")
+    stale = subprocess.run(
+        [OCELLUS, "policy", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert stale.returncode != 0 and "127.0.0.1:9" not in stale.stderr
+
+
+def test_up_refuses_a_state_directory_others_may_write(tmp_path: Path) -> None:
+    """The state directory holds the embedded NATS's password: `up` refuses
+    one that others may write in (they could plant a link to read it)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    env = {**os.environ, "OCELLUS_LOG_FORMAT": "json"}
+    env.pop("OCELLUS_NATS_URL", None)
+    up = subprocess.run([OCELLUS, "up", "--state-dir", str(state)], env=env,
+                        capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert up.returncode == 1 and "writable by no one else" in up.stderr
+    assert not (state / "nats-password").exists()
