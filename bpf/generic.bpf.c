@@ -508,13 +508,24 @@ static __always_inline int prefilter_rejects(struct hook_scratch *s, void *ctx, 
 		return 0;
 	struct ocellus_hook_arg a = { .offset = pre.f.offset, .size = pre.f.size, .read = pre.f.read };
 	__u32 i = pre.f.arg & HOOK_ARG_MASK;
-	load_arg(s, ctx, &a, i);
 	struct ocellus_str_key *k = &s->arg[i].key;
+	__u32 w = direct_word(s, &a);
+	__u32 len;
+	if (a.read == OCELLUS_READ_USER_STRING && w < OCELLUS_DIRECT_WORDS) {
+		/* The common case (a path arg of a syscall), read without load_arg's
+		 * bookkeeping: most events end here. Not kept as arg i's read: a
+		 * slot that needs it reads it again, for the rare event that passes. */
+		long n = bpf_probe_read_user_str(k->data, OCELLUS_HOOK_STR_MAX, (void *)s->direct[w]);
+		len = n > 0 ? n - 1 : 0;  /* as string_read(): a fault reads as "" */
+	} else {
+		load_arg(s, ctx, &a, i);
+		len = s->arg_len[i];
+	}
 	k->hook_id = tp_id;
 	k->selector = 0;
 	k->filter = 0;
 	k->gen = pre.f.gen;
-	str_key_whole(k, s->arg_len[i]);
+	str_key_whole(k, len);
 	if (str_prefilter_has(k))
 		return 0;
 	/* A miss counts only under the word it was looked up under: one
