@@ -43,11 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--nats-url", help="NATS URL (env OCELLUS_NATS_URL)")
     common.add_argument("--node-name", help="node name (env OCELLUS_NODE_NAME)")
     common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    # The commands people run: they find a running `up`'s NATS in its state directory.
+    client = argparse.ArgumentParser(add_help=False, parents=[common])
+    client.add_argument(
+        "--state-dir",
+        help="`up`'s state directory: its NATS data, URL and password (env OCELLUS_STATE_DIR)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", parents=[common], help="embedded NATS + all services + live events")
+    up = sub.add_parser("up", parents=[client], help="embedded NATS + all services + live events")
     up.add_argument("-o", "--output", choices=["compact", "json"])
-    up.add_argument("--state-dir", help="where NATS keeps its data (env OCELLUS_STATE_DIR)")
     up.add_argument(
         "--exporter-config",
         type=Path,
@@ -61,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         help="tracing policies the enforcer applies and watches (e.g. deploy/policies)",
     )
 
-    events = sub.add_parser("events", parents=[common], help="print events from a running bus")
+    events = sub.add_parser("events", parents=[client], help="print events from a running bus")
     events.add_argument("-o", "--output", choices=["compact", "json"])
     events.add_argument(
         "--type",
@@ -100,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="sinks, filters, limits (env OCELLUS_EXPORTER_CONFIG_FILE)",
     )
-    add_policy_parser(sub, common)
-    add_status_parser(sub, common)
+    add_policy_parser(sub, client)
+    add_status_parser(sub, client)
     return parser
 
 

@@ -211,8 +211,10 @@ def test_the_embedded_nats_admits_only_ups_user(tmp_path: Path) -> None:
                "OCELLUS_NATS_CONNECT_TIMEOUT": "2"}  # fmt: skip
         env.pop("OCELLUS_NATS_URL", None)
         listed = subprocess.run(
-            [OCELLUS, "policy", "list"], env=env, capture_output=True, text=True, timeout=60
-        )
+            [OCELLUS, "policy", "list", "--state-dir", str(state)],
+            env={k: v for k, v in env.items() if k != "OCELLUS_STATE_DIR"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
         assert listed.returncode == 0, listed.stderr
         second = subprocess.run([OCELLUS, "up", "--state-dir", str(state)], env=env,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
