@@ -77,18 +77,21 @@ class Pipeline:
         if hooks is not None:
             await self._hooks(subject, hooks.records, hooks.boot_ns, token)
             return
-        model = RECORD_TYPES[batch.type]
         for raw in batch.records:
-            try:
-                rec = model.model_validate(raw)
-            except ValidationError as e:
-                self._malformed("invalid_records", subject, e)
-                continue
-            self.counters["records"] += 1
-            if isinstance(rec, RawHook):
-                await self._hook(rec, batch.boot_ns, token)
-            else:
-                await self._dispatch(batch.type, rec, batch.boot_ns)
+            await self._record(batch.type, raw, subject, batch.boot_ns, token)
+
+    async def _record(self, kind: str, raw: Any, subject: str, boot_ns: int, token: str) -> None:
+        """One record validated on its own; an invalid one is counted, not fatal."""
+        try:
+            rec = RECORD_TYPES[kind].model_validate(raw)
+        except ValidationError as e:
+            self._malformed("invalid_records", subject, e)
+            return
+        self.counters["records"] += 1
+        if isinstance(rec, RawHook):
+            await self._hook(rec, boot_ns, token)
+        else:
+            await self._dispatch(kind, rec, boot_ns)
 
     async def _hooks(
         self, subject: str, records: list[dict[str, Any]], boot_ns: int, token: str
@@ -101,13 +104,7 @@ class Pipeline:
                 valid = RAW_HOOKS.validate_python(chunk)
             except ValidationError:
                 for raw in chunk:
-                    try:
-                        rec = RawHook.model_validate(raw)
-                    except ValidationError as e:
-                        self._malformed("invalid_records", subject, e)
-                        continue
-                    self.counters["records"] += 1
-                    await self._hook(rec, boot_ns, token)
+                    await self._record(subjects.PROCESS_HOOK, raw, subject, boot_ns, token)
                 continue
             self.counters["records"] += len(valid)
             for rec in valid:
