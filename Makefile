@@ -17,7 +17,7 @@ test: setup
 # Speed and memory targets (not part of `make test`); root, a quiet machine.
 # Every benchmark runs even when one misses its target (it exits non-zero);
 # the last status says whether all met theirs.
-BENCHMARKS := exec_storm pipeline exporter_json exporter_otlp exporter_outage enforcement open_storm enricher_hooks
+BENCHMARKS := exec_storm pipeline exporter_json exporter_otlp exporter_outage enforcement open_storm enricher_hooks syscall_dispatch
 bench: setup
 	@status=0; for b in $(BENCHMARKS); do \
 		$(PY) -m benchmarks.$$b || status=1; \

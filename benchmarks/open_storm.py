@@ -258,9 +258,10 @@ def traced_a(b: Bench, n: int, consumer: OpenConsumer) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def reference_a(b: Bench, n: int) -> OpenStorm:
-    """The storm under the reference filter (the floor), holding the same prefix."""
-    with ReferenceFilter(NOMATCH_PREFIX) as ref:
+def reference_a(b: Bench, n: int, dispatch_only: bool = False) -> OpenStorm:
+    """The storm under the reference filter (the floor), holding the same prefix;
+    or under a program that only counts (the tracepoint path's own cost)."""
+    with ReferenceFilter(NOMATCH_PREFIX, dispatch_only) as ref:
         st = storm_a(b, n)
         filtered, matched = ref.counts()
     if matched or filtered < n:
@@ -275,6 +276,7 @@ def run_a(b: Bench, n: int, rounds: int) -> list[dict[str, Any]]:
         for rnd in range(rounds):
             traced = traced_a(b, n, consumer)
             ref = reference_a(b, n)
+            dispatch = reference_a(b, n, dispatch_only=True)
             after = storm_a(b, n)
             base = (before.opens_per_s + after.opens_per_s) / 2
             base_cpu = (before.cpu_us_per_open + after.cpu_us_per_open) / 2
@@ -286,11 +288,15 @@ def run_a(b: Bench, n: int, rounds: int) -> list[dict[str, Any]]:
                 reference_opens_per_s=ref.opens_per_s,
                 reference_overhead_pct=(1 - ref.opens_per_s / base) * 100,
                 reference_cpu_overhead_us=ref.cpu_us_per_open - base_cpu,
+                dispatch_overhead_pct=(1 - dispatch.opens_per_s / base) * 100,
+                dispatch_cpu_overhead_us=dispatch.cpu_us_per_open - base_cpu,
             )  # fmt: skip
             print(f"A round {rnd + 1}/{rounds}: no sensor {before.opens_per_s:,.0f} / "
                   f"{after.opens_per_s:,.0f}, sensor {traced['opens_per_s']:,.0f} opens/s "
                   f"({traced['overhead_pct']:+.1f} %), reference filter "
                   f"{ref.opens_per_s:,.0f} ({traced['reference_overhead_pct']:+.1f} %), "
+                  f"empty program {dispatch.opens_per_s:,.0f} "
+                  f"({traced['dispatch_overhead_pct']:+.1f} %), "
                   f"filtered {traced['filtered']:,}, posted {traced['posted']}, hook records "
                   f"on NATS {traced['hook_records_on_nats']}", flush=True)  # fmt: skip
             out.append(traced)
@@ -409,6 +415,8 @@ def summarise_a(rs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
         "reference_cpu_overhead_us": statistics.median(
             r["reference_cpu_overhead_us"] for r in rs
         ),
+        "dispatch_overhead_pct": statistics.median(r["dispatch_overhead_pct"] for r in rs),
+        "dispatch_cpu_overhead_us": statistics.median(r["dispatch_cpu_overhead_us"] for r in rs),
         # The two storms of a round run back to back: their difference cancels
         # the drift that moves both (what the engine adds above the floor).
         "above_reference_points": statistics.median(
@@ -483,6 +491,13 @@ def print_a(s: dict[str, Any], n: int, budget: float) -> None:
         + f"); driver CPU per open +{s['reference_cpu_overhead_us']:.2f} µs "
         f"({s['reference_cpu_overhead_us'] / s['median_base_cpu_us_per_open'] * 100:+.1f} %): "
         "the floor under any path filter on this kernel"
+    )
+    print(
+        f"  an empty program on sys_enter_openat (it only counts): median "
+        f"{s['dispatch_overhead_pct']:+.1f} % (rounds "
+        + ", ".join(f"{r['dispatch_overhead_pct']:+.1f}" for r in s["rounds"])
+        + f"); driver CPU per open +{s['dispatch_cpu_overhead_us'] * 1000:.0f} ns: what the "
+        "kernel's tracepoint path costs before any filter runs"
     )
     print(
         f"  the engine above the reference, paired per round: median "
