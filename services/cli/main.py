@@ -215,21 +215,18 @@ def _events_from_file(path: str, printer: EventPrinter) -> int:
 
 
 async def _events(settings: Settings, printer: EventPrinter) -> int:
+    from services.cli import connection
+
     stop = stop_on_signals()
-    nc = await bus.connect(
-        settings.nats_url,
-        name="ocellus-events",
-        timeout=settings.nats_connect_timeout,
-        auth=bus.NatsAuth.of(settings),
-        inbox_prefix=subjects.inbox("cli"),
-    )
+    refused = connection.Refused(stop)
+    nc = await connection.connect(settings, "events", refused)
     try:
         from services.cli.events import run_events
 
         await run_events(nc, printer, stop)
     finally:
         await bus.drain(nc, settings.drain_timeout)
-    return 0
+    return refused.report("events", settings.nats_url) if refused.reason else 0
 
 
 if __name__ == "__main__":

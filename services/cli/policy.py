@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 
 from schemas import subjects
 from schemas.policy import PolicyError, load_policy
+from services.cli import connection
 from services.cli.settings import Settings
 from services.common import bus
 from services.enforcer.revision import revision_of
@@ -104,13 +105,7 @@ async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
         except PolicyError as e:
             print(f"{e}\nnothing was changed", file=sys.stderr)
             return EXIT_REFUSED
-    nc = await bus.connect(
-        settings.nats_url,
-        name="ocellus-policy",
-        timeout=settings.nats_connect_timeout,
-        auth=bus.NatsAuth.of(settings),
-        inbox_prefix=subjects.inbox("cli"),
-    )
+    nc = await connection.connect(settings, "policy")
     try:
         if args.policy_command == "apply":
             return await _apply(nc, settings.node_name, name, text, args.wait)

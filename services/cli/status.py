@@ -13,7 +13,6 @@ sink not running; or no heartbeat at all.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -26,6 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DeliverPolicy, StorageType, StreamConfig
 
 from schemas import codec, subjects
+from services.cli import connection
 from services.cli.settings import Settings
 from services.common import bus
 from services.common.heartbeats import vitals
@@ -94,25 +94,27 @@ class Report:
 
 
 async def run_status(settings: Settings, args: argparse.Namespace) -> int:
-    nc = await bus.connect(
-        settings.nats_url,
-        name="ocellus-status",
-        timeout=settings.nats_connect_timeout,
-        auth=bus.NatsAuth.of(settings),
-        inbox_prefix=subjects.inbox("cli"),
-    )
+    refused = connection.Refused()
+    nc = await connection.connect(settings, "status", refused)
     try:
         if await ensure_status_stream(nc):
             # Nothing kept yet: wait for two beats of every running service.
-            await asyncio.sleep(2 * settings.status_interval + 0.5)
-        while True:
-            report = build_report(await read_heartbeats(nc), settings.status_interval, time.time())
+            await refused.sleep(2 * settings.status_interval + 0.5)
+        while not refused.reason:
+            try:
+                beats = await read_heartbeats(nc)
+            except nats.errors.Error:
+                if refused.reason:  # the read failed because of it
+                    break
+                raise
+            report = build_report(beats, settings.status_interval, time.time())
             if args.watch:
                 sys.stdout.write("\x1b[H\x1b[2J")
             print(json.dumps(report.as_dict()) if args.json else render(report), flush=True)
             if not args.watch:
                 return EXIT_HEALTHY if report.healthy else EXIT_UNHEALTHY
-            await asyncio.sleep(args.watch)
+            await refused.sleep(args.watch)
+        return refused.report("status", settings.nats_url)
     finally:
         await bus.drain(nc, settings.drain_timeout)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,17 @@ async def connect(
     timeout: float = 10.0,
     auth: NatsAuth | None = None,
     inbox_prefix: str | None = None,
+    on_refused: Callable[[str], None] | None = None,
 ) -> NATS:
     """Connect, trying for up to ``timeout`` seconds; once connected, nats-py
     reconnects forever. Raises BusUnavailableError naming the URL, at once
     (BusRefusedError) when the server refuses the credentials or certificate,
     BusCredentialsError naming a missing credentials file. ``inbox_prefix``:
     where replies to this connection go (a service's own, see
-    schemas.subjects.inbox)."""
+    schemas.subjects.inbox). ``on_refused(why)``: called when a server refuses
+    the connection once it had been made (a password changed, credentials
+    revoked), where a caller stops rather than retry; without it, retries go
+    on and the refusal is logged like any other error."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
     options = (auth or NatsAuth()).options(url)
     if inbox_prefix is not None:
@@ -130,6 +135,9 @@ async def connect(
     last_error: list[str] = ["no answer"]
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     client: list[NATS] = []
+    # Each failed reconnect attempt (two a second) reports its error again:
+    # each distinct one is logged once per outage, the rest counted.
+    outage_errors: dict[str, int] = {}
 
     async def on_error(e: Exception) -> None:
         reason = str(e) or type(e).__name__
@@ -139,11 +147,21 @@ async def connect(
             if why is not None and not refused.done():
                 refused.set_result(why)
             return
-        log.warning("NATS error", reason=reason)
+        why = _refusal(e)
+        if why is not None and on_refused is not None:
+            on_refused(why)
+            return
+        if reason not in outage_errors:
+            log.warning("NATS error", reason=reason)
+        outage_errors[reason] = outage_errors.get(reason, 0) + 1
 
     async def on_disconnected() -> None:
         if client and not (client[0].is_closed or client[0].is_draining):
             log.warning("NATS disconnected; reconnecting", url=url)
+
+    async def on_reconnected() -> None:
+        log.info("NATS reconnected", errors_meanwhile=sum(outage_errors.values()))
+        outage_errors.clear()
 
     started = time.monotonic()
     nc = NATS()
@@ -158,7 +176,7 @@ async def connect(
         reconnect_time_wait=0.5,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
-        reconnected_cb=_on_reconnected,
+        reconnected_cb=on_reconnected,
     )
     connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**options))
     waiting: set[asyncio.Future[Any]] = {connecting, refused}
@@ -211,10 +229,6 @@ async def drain(nc: NATS, timeout: float) -> None:
                 await nc.close()
             except (OSError, nats.errors.Error) as close_error:
                 log.warning("NATS close failed", reason=str(close_error))
-
-
-async def _on_reconnected() -> None:
-    log.info("NATS reconnected")
 
 
 async def key_value(nc: NATS, bucket: str, *, history: int = 1) -> KeyValue:
