@@ -4,7 +4,10 @@
  * every connect() of the node (TCP and UDP, io_uring's too) before any
  * packet is built. A connect an Override selector matches is refused: the
  * program returns 0 and the caller's connect() fails with the rule's errno
- * (bpf_set_retval; the kernel's default for a refusal is EPERM).
+ * (bpf_set_retval; the kernel's default for a refusal is EPERM). The same
+ * guard, as sendmsg4/sendmsg6 programs, serves the rules of sys_sendto hooks
+ * (OCELLUS_CR_SENDMSG): a UDP datagram sent to an address without connect()
+ * (sendto, sendmsg, sendmmsg) is refused the same way, before it is built.
  *
  * What a rule matches is its selector's own hook_config slot (the one the
  * generic engine evaluates on syscalls:sys_enter_connect): its filters on
@@ -198,15 +201,18 @@ static __always_inline int connect_in_scope(struct ocellus_hook_config *c)
 	return !scope_has(c->proc.scope) != !(c->proc.scope_flags & OCELLUS_PF_NOT);
 }
 
-/* 1: let the connect through; 0: refuse it (the caller gets the rule's errno). */
-static __always_inline int connect_guard(struct bpf_sock_addr *ctx, const int v6)
+/* 1: let the connect (sendmsg: the datagram) through; 0: refuse it (the
+ * caller gets the rule's errno). sendmsg: a constant, the rules of sys_sendto
+ * hooks instead of sys_connect's. */
+static __always_inline int connect_guard(struct bpf_sock_addr *ctx, const int v6,
+					 const int sendmsg)
 {
 	struct connect_peer p = {};
 
 	connect_peer_read(ctx, &p, v6);
 	for (__u32 i = 0; i < OCELLUS_CONNECT_RULES; i++) {
 		struct ocellus_connect_rule *r = connect_rule_get(i);
-		if (!r || !r->hook_id)
+		if (!r || !r->hook_id || !(r->flags & OCELLUS_CR_SENDMSG) != !sendmsg)
 			continue;
 		/* The rule's selector, in whichever slot of the tracepoint it is now. */
 		for (__u32 slot = 0; slot < OCELLUS_HOOK_SLOTS; slot++) {

@@ -626,8 +626,9 @@ int ocellus_generic_exit_tp(void *ctx)
 	return generic_exit_tp(ctx);
 }
 
-/* Network deny (connect.bpf.c): cgroup connect4/connect6 programs, loaded
- * and attached to the cgroup v2 root by services/sensor/connect_guard.py.
+/* Network deny (connect.bpf.c): cgroup connect4/connect6 and sendmsg4/sendmsg6
+ * programs, loaded and attached to the cgroup v2 root by
+ * services/sensor/connect_guard.py.
  * connect_rules is a policy map (the enforcer writes it). */
 BPF_TABLE_PINNED("array", __u32, struct ocellus_connect_rule, connect_rules,
 		 OCELLUS_CONNECT_RULES_MAX, OCELLUS_PIN_DIR "/connect_rules");
@@ -641,10 +642,20 @@ static __always_inline struct ocellus_connect_rule *connect_rule_get(__u32 i)
 
 int ocellus_connect4(struct bpf_sock_addr *ctx)
 {
-	return connect_guard(ctx, 0);
+	return connect_guard(ctx, 0, 0);
 }
 
 int ocellus_connect6(struct bpf_sock_addr *ctx)
 {
-	return connect_guard(ctx, 1);
+	return connect_guard(ctx, 1, 0);
+}
+
+int ocellus_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return connect_guard(ctx, 0, 1);
+}
+
+int ocellus_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return connect_guard(ctx, 1, 1);
 }

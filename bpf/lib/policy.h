@@ -343,6 +343,7 @@ struct ocellus_hook_item {
  * enforce mode, POST in monitor mode) and says what connect() returns. */
 #define OCELLUS_CONNECT_RULES 32     /* connect_rules entries (array) */
 #define OCELLUS_CR_POST (1 << 0)     /* ocellus_connect_rule.flags: emit a record */
+#define OCELLUS_CR_SENDMSG (1 << 1)  /* a sys_sendto hook's rule: for the sendmsg4/6 programs */
 
 struct ocellus_connect_rule {
 	__u32 hook_id;       /* 0: the entry is unused */
@@ -350,7 +351,7 @@ struct ocellus_connect_rule {
 	__u8  selector;      /* which of the hook's selectors (ocellus_hook_config.selector) */
 	__u8  flags;         /* OCELLUS_CR_* */
 	__u16 _pad;
-	__s32 error;         /* what connect() returns: a negative errno (argError) */
+	__s32 error;         /* what connect() or sendto() returns: a negative errno (argError) */
 };
 
 #endif /* OCELLUS_POLICY_H */

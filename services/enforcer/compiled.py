@@ -144,7 +144,8 @@ def compile_policy(
             "to it, but the call itself completes (an O_TRUNC truncates, an unlink unlinks)"
         )
     if any(h.connect for h in compiled):
-        notes.append(connect_note(effective == "monitor", scoped=scope is not None))
+        calls = {spec.call for h in compiled for spec in h.connect}
+        notes.append(connect_note(effective == "monitor", calls, scoped=scope is not None))
     if scope is not None:
         notes.append(
             "scoped: applies from the moment the enforcer sees a container's cgroup "

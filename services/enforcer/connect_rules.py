@@ -1,6 +1,8 @@
 """Network deny: Tetragon's ``Override`` on ``sys_connect``, served by the sensor's cgroup
 connect4/connect6 programs (bpf/connect.bpf.c) instead of bpf_override_return (this
-kernel has no kprobes).
+kernel has no kprobes); and on ``sys_sendto`` (its sockaddr, arg 4, the datagram's
+destination), served by the same guard as sendmsg4/sendmsg6 programs: a UDP datagram
+sent to a denied address without connect() (sendto, sendmsg, sendmmsg) fails the same way.
 
 A policy such as::
 
@@ -30,7 +32,7 @@ slot's scope as the tracepoint does (the connecting task's cgroup in the scope's
 ``scope_cgroups``, or not in it for a scope that takes in the host).
 
 What the connect programs cannot evaluate is refused by path: Override on any call but
-connect, without a negative ``argError`` (they cannot make a connect "succeed" without
+connect and sendto, without a negative ``argError`` (they cannot make a connect "succeed" without
 connecting), with process selectors (matchBinaries, matchPIDs, matchNamespaces: their
 evaluation inside the programs' rule loop takes the verifier past its 1M-instruction
 limit) or filters on other args, without any filter (that would deny every connect of
@@ -56,7 +58,7 @@ from services.common import bpfsys
 from services.common.logging import get_logger
 from services.enforcer.hooktable import HookTableError
 from services.enforcer.plan import SOCKADDR, PlannedHook
-from services.sensor.connect_records import CONNECT_RULES, CR_POST, ConnectRule
+from services.sensor.connect_records import CONNECT_RULES, CR_POST, CR_SENDMSG, ConnectRule
 from services.sensor.hook_records import Action, ArgPart, FilterOp, SlotConfig
 
 if TYPE_CHECKING:
@@ -64,7 +66,11 @@ if TYPE_CHECKING:
 
 log = get_logger("ocellus.enforcer")
 
-_CONNECT_EVENT = ("syscalls", "sys_enter_connect")
+# The calls Override is served for: their tracepoint -> (the call, the rule's flags).
+_SERVED = {
+    ("syscalls", "sys_enter_connect"): ("connect", 0),
+    ("syscalls", "sys_enter_sendto"): ("sendto", CR_SENDMSG),
+}
 _ERRNO_MAX = 4095  # the kernel's error values: -4095 .. -1
 # (part, op) of the filters the connect programs evaluate on a sockaddr arg.
 _EVALUABLE = {
@@ -76,11 +82,12 @@ _EVALUABLE = {
 
 @dataclass(frozen=True, slots=True)
 class ConnectRuleSpec:
-    """One Override selector of a sys_connect hook."""
+    """One Override selector of a sys_connect or sys_sendto hook."""
 
     selector: int
-    error: int  # negative errno: what connect() returns
+    error: int  # negative errno: what connect() or sendto() returns
     post: bool = True  # False: NoPost (denied, not reported)
+    call: str = "connect"  # or "sendto": the sendmsg4/6 programs serve it
 
     @property
     def errno_name(self) -> str:
@@ -127,7 +134,8 @@ def compile_connect_rules(
             problems += found
             continue
         post = not any(a.action == "NoPost" for a in selector.match_actions)
-        rules.append(ConnectRuleSpec(i, int(act.arg_error or 0), post))
+        call = _SERVED[(planned.tracepoint.subsystem, planned.tracepoint.event)][0]
+        rules.append(ConnectRuleSpec(i, int(act.arg_error or 0), post, call))
     if problems:
         raise PolicyError(policy, problems)
     return tuple(rules)
@@ -142,23 +150,26 @@ def _problems(
     capabilities: Mapping[str, str],
 ) -> list[Problem]:
     tp = planned.tracepoint
-    if planned.event_kind != "process_kprobe" or (tp.subsystem, tp.event) != _CONNECT_EVENT:
+    served = _SERVED.get((tp.subsystem, tp.event))
+    if planned.event_kind != "process_kprobe" or served is None:
         kprobes = capabilities.get("kprobes", "not probed")
         return [
             Problem(
                 where,
-                "Override is served for connect only (a syscall: true sys_connect kprobe), by "
-                "cgroup connect4/connect6 programs; another call's return value needs "
-                f"bpf_override_return, which this kernel does not offer (kprobes: {kprobes})",
+                "Override is served for connect and sendto only (syscall: true sys_connect "
+                "and sys_sendto kprobes), by cgroup connect4/connect6 and sendmsg4/sendmsg6 "
+                "programs; another call's return value needs bpf_override_return, which this "
+                f"kernel does not offer (kprobes: {kprobes})",
             )
         ]
+    call = served[0]
     out = []
     state = capabilities.get("cgroup_connect", "not probed")
     if state != "yes":
         out.append(
             Problem(
                 where,
-                "Override on connect needs cgroup connect4/connect6 programs, which this "
+                f"Override on {call} needs cgroup socket-address programs, which this "
                 f"kernel refuses (cgroup_connect: {state})",
             )
         )
@@ -166,9 +177,9 @@ def _problems(
         out.append(
             Problem(
                 f"{where}.argError",
-                "Override on connect needs argError, the negative errno connect() fails with "
-                "(-1 EPERM, -13 EACCES, -111 ECONNREFUSED, ...): the connect programs refuse "
-                "a connect, they cannot make it succeed without connecting",
+                f"Override on {call} needs argError, the negative errno {call}() fails with "
+                "(-1 EPERM, -13 EACCES, -111 ECONNREFUSED, ...): the programs refuse "
+                f"a {call}, they cannot make it succeed without doing it",
             )
         )
     if slot.signal or slot.action != Action.OVERRIDE:
@@ -192,8 +203,8 @@ def _problems(
         out.append(
             Problem(
                 f"{path}.matchArgs",
-                "an Override selector without matchArgs would deny every connect of the node: "
-                "filter the sockaddr arg (SAddr, SPort, Family)",
+                f"an Override selector without matchArgs would deny every {call} of the "
+                "node: filter the sockaddr arg (SAddr, SPort, Family)",
             )
         )
     for k, f in enumerate(slot.filters):
@@ -271,7 +282,8 @@ class ConnectRules:
         new: dict[int, list[int]] = {}
         try:
             for (hook_id, tp_id, spec), i in zip(wanted, free, strict=False):
-                rule = ConnectRule(hook_id, tp_id, spec.selector, CR_POST if spec.post else 0)
+                flags = (CR_POST if spec.post else 0) | (CR_SENDMSG if spec.call == "sendto" else 0)
+                rule = ConnectRule(hook_id, tp_id, spec.selector, flags)
                 rule.error = spec.error
                 self._map.update(ct.c_uint32(i), rule)
                 new.setdefault(hook_id, []).append(i)
@@ -303,19 +315,32 @@ class ConnectRules:
             self._map.close()
 
 
-def connect_note(monitor: bool, *, scoped: bool = False) -> str:
-    """What `policy apply` says of a policy with connect rules."""
+def connect_note(monitor: bool, calls: set[str], *, scoped: bool = False) -> str:
+    """What `policy apply` says of a policy with connect rules (``calls``: connect,
+    sendto)."""
     if monitor:
-        note = "monitor mode: connects Override would deny are reported, not denied"
+        note = f"monitor mode: {' and '.join(sorted(calls))} calls Override would deny are "
+        note += "reported, not denied"
     else:
-        note = (
-            "Override on connect: the sensor's cgroup connect4/connect6 programs refuse the "
-            "connect before any packet leaves, and connect() fails with argError; the event "
-            "carries the sockaddr (the fd and addrlen args are not visible there)"
+        parts = []
+        if "connect" in calls:
+            parts.append(
+                "Override on connect: the sensor's cgroup connect4/connect6 programs refuse the "
+                "connect before any packet leaves, and connect() fails with argError"
+            )
+        if "sendto" in calls:
+            parts.append(
+                "Override on sendto: the sensor's cgroup sendmsg4/sendmsg6 programs refuse a "
+                "UDP datagram sent to a matching address (sendto, sendmsg, sendmmsg; not one "
+                "on a connected socket, which connect's rules see) before it is built, and "
+                "the call fails with argError"
+            )
+        note = "; ".join(parts) + (
+            "; the event carries the sockaddr (the other args are not visible there)"
         )
     if scoped:
         note += (
-            "; only connects made in the policy's scope count (the connecting process's "
+            "; only calls made in the policy's scope count (the calling process's "
             "cgroup decides, not the socket's)"
         )
     return note

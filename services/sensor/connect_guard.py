@@ -1,6 +1,6 @@
-"""Network deny's programs: the cgroup connect4/connect6 programs of the sensor's BPF
-object (bpf/connect.bpf.c), attached to the cgroup v2 root so that every connect() of
-the node passes them.
+"""Network deny's programs: the cgroup connect4/connect6 and sendmsg4/sendmsg6 programs
+of the sensor's BPF object (bpf/connect.bpf.c), attached to the cgroup v2 root so that
+every connect() of the node, and every UDP datagram sent to an address, passes them.
 
 They are attached through BPF links the sensor holds: when the sensor stops (or dies)
 the links close and the programs detach, so nothing is left denying connects with no
@@ -23,11 +23,14 @@ from services.sensor.probes import ProcessProbes
 
 log = get_logger("ocellus.sensor")
 
-CONNECT4_PROGRAM = b"ocellus_connect4"
-CONNECT6_PROGRAM = b"ocellus_connect6"
-_ATTACH_INET4_CONNECT = 10  # enum bpf_attach_type
-_ATTACH_INET6_CONNECT = 11
-_PROGRAMS = ((CONNECT4_PROGRAM, _ATTACH_INET4_CONNECT), (CONNECT6_PROGRAM, _ATTACH_INET6_CONNECT))
+# enum bpf_attach_type: connect() of any socket; sendto/sendmsg of a UDP datagram
+# to an address (sys_sendto rules)
+_PROGRAMS = (
+    (b"ocellus_connect4", 10),  # BPF_CGROUP_INET4_CONNECT
+    (b"ocellus_connect6", 11),  # BPF_CGROUP_INET6_CONNECT
+    (b"ocellus_sendmsg4", 14),  # BPF_CGROUP_UDP4_SENDMSG
+    (b"ocellus_sendmsg6", 15),  # BPF_CGROUP_UDP6_SENDMSG
+)
 ATTACHED = "attached"
 
 _libbpf = ct.CDLL("libbpf.so.1", use_errno=True)
@@ -35,7 +38,7 @@ _libbpf.bpf_link_create.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.c_void_p]
 
 
 class ConnectGuard:
-    """``attach()`` loads (verifies) and attaches both programs, or records why not in
+    """``attach()`` loads (verifies) and attaches all four programs, or records why not in
     ``state``; ``close()`` detaches them. Idempotent."""
 
     def __init__(self, probes: ProcessProbes, cgroup: Path | None = None) -> None:

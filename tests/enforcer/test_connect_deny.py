@@ -237,6 +237,123 @@ async def test_connect_deny_ipv6_and_ipv4_mapped(
     assert (await connect(socket.AF_INET6, "::1", port + 1))[1] == errno.ECONNREFUSED
 
 
+# The sending process: its exit status is the errno sendto() failed with (0: sent).
+SENDTO = """import socket, sys
+s = socket.socket(int(sys.argv[1]), socket.SOCK_DGRAM)
+try:
+    s.sendto(b"ocellus", (sys.argv[2], int(sys.argv[3])))
+except OSError as e:
+    sys.exit(e.errno or 99)
+"""
+
+
+def sendto_policy(port: int) -> str:
+    """Override on sys_sendto's destination (arg 4): UDP datagrams to 127.0.0.2 or ::1 on
+    ``port`` are refused."""
+    return f"""apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {NAME}
+spec:
+  kprobes:
+  - call: sys_sendto
+    syscall: true
+    message: "denied datagram"
+    args:
+    - {{index: 0, type: int}}
+    - {{index: 4, type: sockaddr}}
+    selectors:
+    - matchArgs:
+      - {{index: 4, operator: DAddr, values: ["127.0.0.2/32", "::1/128"]}}
+      - {{index: 4, operator: DPort, values: ["{port}"]}}
+      matchActions:
+      - {{action: Override, argError: -1}}
+"""
+
+
+@pytest.fixture
+def udp_receivers() -> Iterator[dict[str, socket.socket]]:
+    """UDP sockets on one free port: 127.0.0.2 and [::1] (denied), 127.0.0.2 on the
+    next port (allowed)."""
+    for port in range(8901, 9700, 2):
+        opened: list[socket.socket] = []
+        try:
+            for family, host, p in ((socket.AF_INET, "127.0.0.2", port),
+                                    (socket.AF_INET6, "::1", port),
+                                    (socket.AF_INET, "127.0.0.2", port + 1)):  # fmt: skip
+                s = socket.socket(family, socket.SOCK_DGRAM)
+                opened.append(s)
+                s.bind((host, p))
+                s.setblocking(False)
+        except OSError:
+            for s in opened:
+                s.close()
+            continue
+        yield dict(zip(("v4", "v6", "allowed"), opened, strict=True))
+        for s in opened:
+            s.close()
+        return
+    pytest.fail("no free UDP port pair on loopback")
+
+
+def received(receiver: socket.socket) -> bool:
+    """Whether a datagram reached the receiver (it is read)."""
+    if not select.select([receiver], [], [], 0.3)[0]:
+        return False
+    receiver.recv(64)
+    return True
+
+
+async def test_sendto_deny_refuses_a_datagram_and_reports_it(
+    enforcer: ServiceProcess,
+    apply: Any,
+    udp_receivers: dict[str, socket.socket],
+    module_nats_url: str,
+    events: list[dict[str, Any]],  # noqa: F811 - the fixture
+) -> None:
+    """Override on sys_sendto, served by the sendmsg4/sendmsg6 programs: a datagram to the
+    denied address fails with EPERM and never arrives, by sendto and by sendmsg, over IPv4
+    and IPv6; the next port gets its datagram; the event names the policy, the action and
+    the destination. A connected socket's send gives no address: connect's rules see it."""
+    port = port_of(udp_receivers["v4"])
+    row = apply(sendto_policy(port))
+    assert any("sendmsg4/sendmsg6" in n for n in row["notes"]), row["notes"]
+
+    pid, code = await send_datagram(socket.AF_INET, "127.0.0.2", port)
+    assert code == errno.EPERM
+    assert not received(udp_receivers["v4"])
+    assert (await send_datagram(socket.AF_INET6, "::1", port))[1] == errno.EPERM
+    assert not received(udp_receivers["v6"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(PermissionError):
+        s.sendmsg([b"ocellus"], [], 0, ("127.0.0.2", port))
+    assert not received(udp_receivers["v4"])
+
+    assert (await send_datagram(socket.AF_INET, "127.0.0.2", port + 1))[1] == 0
+    assert received(udp_receivers["allowed"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.2", port))  # no connect rule for this port
+        s.send(b"ocellus")
+    assert received(udp_receivers["v4"])
+
+    hit = await find(events, "process_kprobe", pid)
+    assert hit["policy_name"] == NAME and hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
+    assert hit["function_name"] == "__x64_sys_sendto" and hit["message"] == "denied datagram"
+    assert hit["args"][1] == {
+        "sockaddr_arg": {"family": "AF_INET", "addr": "127.0.0.2", "port": port}
+    }
+    assert hit["args"][0] == {}  # the fd: not visible to the sendmsg programs
+    counters = policies(module_nats_url)[NAME]["counters"]
+    assert counters["denied"] >= 3 and counters["posted"] >= 3, counters
+
+
+async def send_datagram(family: socket.AddressFamily, host: str, port: int) -> tuple[int, int]:
+    """(pid, errno) of a process that sends one datagram; errno 0: it was sent."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SENDTO, str(int(family)), host, str(port)
+    )
+    return proc.pid, await proc.wait()
+
+
 async def test_monitor_mode_lets_the_connect_through_and_reports_it(
     enforcer: ServiceProcess,
     apply: Any,
@@ -500,7 +617,7 @@ _CONNECT_HOOK = "  - call: sys_connect\n    syscall: true\n" + _SOCKADDR_ARGS + 
             "    selectors:\n    - matchArgs: [{index: 1, operator: Equal, values: [/x]}]\n"
             + _DENY,
             "selectors[0].matchActions[0]",
-            "connect only",
+            "connect and sendto only",
             id="not-connect",
         ),
         pytest.param(
