@@ -57,11 +57,17 @@ SURVEY: dict[str, tuple[str, list[str]]] = {
     ),
     "hardlink-override.yaml": (
         "compile",
-        ["spec.kprobes[0].selectors[0].matchActions[0]: Override is served for connect and sendto only"],
+        [
+            "spec.kprobes[0].selectors[0].matchActions[0]: Override is served for connect "
+            "and sendto only"
+        ],
     ),
     "symlink-override.yaml": (
         "compile",
-        ["spec.kprobes[0].selectors[0].matchActions[0]: Override is served for connect and sendto only"],
+        [
+            "spec.kprobes[0].selectors[0].matchActions[0]: Override is served for connect "
+            "and sendto only"
+        ],
     ),
     # Syscall hooks next to a kernel-function kprobe (fd_install, do_dup2): the whole
     # policy is refused for the kprobe, by path.
