@@ -19,6 +19,15 @@ from pathlib import Path
 from services.common.natsserver import die_with_parent, find_binary
 
 
+def password_config(port: int, password: str, store: Path) -> str:
+    """One user, ``ocellus`` with ``password``, on a loopback port; JetStream."""
+    user = f'{{ user: "ocellus", password: "{password}" }}'
+    return (
+        f"listen: 127.0.0.1:{port}\njetstream: {{ store_dir: {store} }}\n"
+        f"authorization {{ users: [ {user} ] }}\n"
+    )
+
+
 def free_port() -> int:
     """A loopback port free right now (for routes, which cannot use port 0)."""
     with socket.socket() as s:
@@ -78,6 +87,14 @@ class ConfiguredNats:
     def violations(self) -> list[str]:
         """The server's "Publish Violation" / "Subscription Violation" log lines."""
         return [line for line in self.log().splitlines() if "Violation" in line]
+
+    def reload(self, config: str) -> None:
+        """Another config, read by the running server (SIGHUP): e.g. users removed,
+        whose live connections it then ends."""
+        assert self.proc is not None
+        self.config = config
+        self.conf_path.write_text(config)
+        self.proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown."""

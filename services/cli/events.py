@@ -121,4 +121,5 @@ async def subscribe_events(nc: NATS, printer: EventPrinter) -> Subscription:
 async def run_events(nc: NATS, printer: EventPrinter, stop: asyncio.Event) -> None:
     sub = await subscribe_events(nc, printer)
     await stop.wait()
-    await sub.unsubscribe()
+    if not nc.is_closed:  # the server may have ended it (Refused)
+        await sub.unsubscribe()

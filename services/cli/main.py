@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import nats.errors
+import nats.js.errors
 from pydantic import ValidationError
 
 from schemas import subjects
@@ -181,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_status(settings, args))
     except OcellusError as e:
         log.error(f"ocellus {args.command} failed", reason=str(e))
+        return 1
+    except nats.js.errors.ServiceUnavailableError:
+        log.error(f"ocellus {args.command} failed", url=settings.nats_url,
+                  reason="this NATS has no JetStream (nats-server -js)")  # fmt: skip
+        return 1
+    except nats.errors.Error as e:  # NATS answered, not as the command needs
+        log.error(f"ocellus {args.command} failed", reason=str(e) or type(e).__name__)
         return 1
     except re.error as e:
         print(f"ocellus: bad regular expression: {e}", file=sys.stderr)

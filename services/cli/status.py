@@ -29,6 +29,9 @@ from services.cli import connection
 from services.cli.settings import Settings
 from services.common import bus
 from services.common.heartbeats import vitals
+from services.common.logging import get_logger
+
+log = get_logger("ocellus.status")
 
 STATUS_STREAM = "OCELLUS_STATUS"
 STATUS_MAX_AGE = 86400.0  # a node gone for a day drops off the screen
@@ -103,10 +106,16 @@ async def run_status(settings: Settings, args: argparse.Namespace) -> int:
         while not refused.reason:
             try:
                 beats = await read_heartbeats(nc)
-            except nats.errors.Error:
+            except nats.errors.Error as e:
                 if refused.reason:  # the read failed because of it
                     break
-                raise
+                if not args.watch:
+                    raise
+                # A watch outlives a NATS restart: the next round tries again.
+                log.warning("reading the heartbeats failed; retrying",
+                            reason=str(e) or type(e).__name__)  # fmt: skip
+                await refused.sleep(args.watch)
+                continue
             report = build_report(beats, settings.status_interval, time.time())
             if args.watch:
                 sys.stdout.write("\x1b[H\x1b[2J")

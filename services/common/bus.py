@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from nats.js.kv import KeyValue
 from schemas import codec, subjects
 from services.common.errors import (
     BusCredentialsError,
+    BusLostError,
     BusRefusedError,
     BusUnavailableError,
     OcellusError,
@@ -28,6 +30,10 @@ from services.common.logging import get_logger
 from services.common.settings import ServiceSettings
 
 log = get_logger("ocellus.bus")
+# Clients drain() is closing (their close is not a connection lost), and the
+# reason each of connect_service's was refused for good, if it was.
+_CLOSING: weakref.WeakSet[NATS] = weakref.WeakSet()
+_LOST: weakref.WeakKeyDictionary[NATS, list[str]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,10 @@ def _refusal(error: BaseException) -> str | None:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS certificate verification failed: {error.verify_message}"
     text = str(error)
-    if "authorization violation" in text.lower():
+    if (
+        isinstance(error, nats.errors.AuthorizationError)
+        or "authorization violation" in text.lower()
+    ):
         return "authorization violation (wrong user, password or credentials)"
     if "authentication expired" in text.lower() or "account authentication" in text.lower():
         return text
@@ -127,7 +136,9 @@ async def connect(
     schemas.subjects.inbox). ``on_refused(why)``: called when a server refuses
     the connection once it had been made (a password changed, credentials
     revoked), where a caller stops rather than retry; without it, retries go
-    on and the refusal is logged like any other error."""
+    on and the refusal is logged like any other error. It is also called when
+    the server ends a live connection with an error (nats-py then closes the
+    client for good, without retrying), unless ``drain`` closed it."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
     options = (auth or NatsAuth()).options(url)
     if inbox_prefix is not None:
@@ -136,7 +147,8 @@ async def connect(
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     client: list[NATS] = []
     # Each failed reconnect attempt (two a second) reports its error again:
-    # each distinct one is logged once per outage, the rest counted.
+    # during an outage each distinct one is logged once, the rest counted.
+    outage: list[bool] = [False]
     outage_errors: dict[str, int] = {}
 
     async def on_error(e: Exception) -> None:
@@ -151,17 +163,30 @@ async def connect(
         if why is not None and on_refused is not None:
             on_refused(why)
             return
-        if reason not in outage_errors:
+        if not outage[0] or reason not in outage_errors:
             log.warning("NATS error", reason=reason)
-        outage_errors[reason] = outage_errors.get(reason, 0) + 1
+        if outage[0]:
+            outage_errors[reason] = outage_errors.get(reason, 0) + 1
 
     async def on_disconnected() -> None:
         if client and not (client[0].is_closed or client[0].is_draining):
+            outage[0] = True
             log.warning("NATS disconnected; reconnecting", url=url)
 
     async def on_reconnected() -> None:
         log.info("NATS reconnected", errors_meanwhile=sum(outage_errors.values()))
+        outage[0] = False
         outage_errors.clear()
+
+    async def on_closed() -> None:
+        if not client or client[0] in _CLOSING:
+            return
+        error = client[0].last_error
+        why = (_refusal(error) or str(error)) if error else "closed without an error"
+        if on_refused is not None:
+            on_refused(why)
+        else:
+            log.error("NATS closed the connection for good", url=url, reason=why)
 
     started = time.monotonic()
     nc = NATS()
@@ -177,6 +202,7 @@ async def connect(
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        closed_cb=on_closed,
     )
     connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**options))
     waiting: set[asyncio.Future[Any]] = {connecting, refused}
@@ -201,25 +227,51 @@ async def connect(
         if not refused.done():
             refused.cancel()
     client.append(nc)
+    log.debug("NATS connected", url=url, name=name)
     return nc
 
 
-async def connect_service(settings: ServiceSettings, service: str) -> NATS:
+async def connect_service(
+    settings: ServiceSettings, service: str, stop: asyncio.Event | None = None
+) -> NATS:
     """A service's connection, named after it and its node (as `nats server
-    report connections` shows it), with its credentials and its own inboxes."""
-    return await connect(
+    report connections` shows it), with its credentials and its own inboxes.
+    With ``stop``: a connection the server refuses or ends for good (its
+    credentials revoked) sets it, and ``raise_if_lost`` then says why, so the
+    service exits 1 for its supervisor to restart rather than idle unconnected."""
+    lost: list[str] = []
+
+    def on_refused(why: str) -> None:
+        if not lost:
+            log.error("NATS refused the connection for good; stopping", reason=why)
+            lost.append(why)
+            if stop is not None:
+                stop.set()
+
+    nc = await connect(
         settings.nats_url,
         name=f"ocellus-{service}-{settings.node_name}",
         timeout=settings.nats_connect_timeout,
         auth=NatsAuth.of(settings),
         inbox_prefix=subjects.inbox(service),
+        on_refused=on_refused if stop is not None else None,
     )
+    _LOST[nc] = lost
+    return nc
+
+
+def raise_if_lost(nc: NATS) -> None:
+    """BusLostError when the server refused ``nc`` for good (connect_service's ``stop``)."""
+    lost = _LOST.get(nc)
+    if lost:
+        raise BusLostError(lost[0])
 
 
 async def drain(nc: NATS, timeout: float) -> None:
     """Flush what was published and close; idempotent, bounded by ``timeout``."""
     if nc.is_closed:
         return
+    _CLOSING.add(nc)  # closed by us: not a connection lost
     try:
         await asyncio.wait_for(nc.drain(), timeout)
     except (TimeoutError, OSError, nats.errors.Error) as e:

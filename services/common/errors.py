@@ -26,6 +26,14 @@ class BusRefusedError(BusUnavailableError):
         self.waited = waited
 
 
+class BusLostError(OcellusError):
+    """NATS refused a running service's connection for good (its credentials
+    revoked or changed): the service stops, to be restarted with new ones."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"NATS refused the connection for good: {cause}")
+
+
 class BusCredentialsError(OcellusError):
     """A NATS credentials, password or TLS file is missing or unusable."""
 

@@ -47,7 +47,7 @@ async def run(
     started = time.monotonic()
     own_nc = nc is None
     if nc is None:
-        nc = await bus.connect_service(settings, "enforcer")
+        nc = await bus.connect_service(settings, "enforcer", stop)
     tasks: list[asyncio.Task[None]] = []
     watchers: list[KvSource | ModeSource] = []
     table: HookTable | None = None
@@ -144,6 +144,7 @@ async def run(
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
         log.info("enforcer stopped")
+    bus.raise_if_lost(nc)
 
 
 async def _wait_for_maps(settings: Settings, stop: asyncio.Event) -> HookTable | None:

@@ -171,7 +171,7 @@ async def run(
     own_nc = nc is None
     deadline = 0.0  # of the shutdown, once it starts
     if nc is None:
-        nc = await bus.connect_service(settings, "enricher")
+        nc = await bus.connect_service(settings, "enricher", stop)
     resolver = ContainerResolver(
         cgroup_root=settings.cgroup_root,
         docker_socket=settings.docker_socket,
@@ -239,6 +239,7 @@ async def run(
         await resolver.close()
         if own_nc:
             await bus.drain(nc, _left(deadline) if deadline else settings.drain_timeout)
+    bus.raise_if_lost(nc)
 
 
 def _left(deadline: float, floor: float = 0.2) -> float:

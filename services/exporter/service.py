@@ -59,7 +59,7 @@ async def run(
     started = time.monotonic()
     own_nc = nc is None
     if nc is None:
-        nc = await bus.connect_service(settings, "exporter")
+        nc = await bus.connect_service(settings, "exporter", stop)
     workers: list[SinkWorker] = []
     tasks: dict[asyncio.Task[None], SinkWorker] = {}
     status: asyncio.Task[None] | None = None
@@ -101,6 +101,7 @@ async def run(
         await asyncio.gather(*tasks, return_exceptions=True)
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
+    bus.raise_if_lost(nc)
 
 
 async def _until_stop_or_crash(

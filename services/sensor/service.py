@@ -46,7 +46,7 @@ async def run(
 
     own_nc = nc is None
     if nc is None:
-        nc = await bus.connect_service(settings, "sensor")
+        nc = await bus.connect_service(settings, "sensor", stop)
 
     probes = ProcessProbes(
         ringbuf_pages=settings.ringbuf_pages,
@@ -143,6 +143,7 @@ async def run(
         probes.close()
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
+    bus.raise_if_lost(nc)
 
 
 def _alerter(nc: NATS, settings: Settings, publisher: RawPublisher) -> Any:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -27,9 +28,10 @@ class LineReader:
     """Reads a child's stdout lines on a thread, all the time: a pipe left full
     would block the child's writes (and with them its event loop)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], stream: IO[bytes] | None = None) -> None:
+        """``stream``: another of its pipes (stderr) instead."""
         self.lines: list[str] = []
-        self._stdout = proc.stdout
+        self._stdout = stream or proc.stdout
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
