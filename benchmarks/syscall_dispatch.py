@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", type=int, default=1, help="the CPU the workloads run on")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    if platform.machine() != "x86_64":
-        print("syscall_dispatch: x86_64 only", file=sys.stderr)
-        return 2
+    if platform.machine() != "x86_64":  # informative, no target: not a failure of `make bench`
+        print("syscall_dispatch: x86_64 only, skipped", file=sys.stderr)
+        return 0
     header = {"kernel": platform.release(), "cpus": os.cpu_count(),
               "date": datetime.now().astimezone().isoformat(timespec="seconds"),
               "rounds": args.rounds, "opens": args.opens, "calls": args.calls}  # fmt: skip

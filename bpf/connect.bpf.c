@@ -31,6 +31,7 @@
 #include "lib/policy.h"
 
 #define CONNECT_ITEM (sizeof(struct ocellus_hook_item) + OCELLUS_HOOK_SOCKADDR_MAX)
+#define OCELLUS_AF_INET6 10
 
 /* The peer of a connect, as the generic engine sees a sockaddr. */
 struct connect_peer {
@@ -58,17 +59,31 @@ static __always_inline void connect_peer_read(struct bpf_sock_addr *ctx, struct 
 
 	p->family = ctx->user_family;
 	p->port = bpf_ntohs((__u16)port);
-	p->sa[0] = p->family & 0xff;
-	p->sa[1] = p->family >> 8;
 	__builtin_memcpy(&p->sa[2], &port, 2);
 	if (!v6) {
 		__u32 a = ctx->user_ip4;
 		__builtin_memcpy(p->addr, &a, 4);
-		__builtin_memcpy(&p->sa[4], &a, 4);
 		p->alen = 4;
-		p->salen = 16;
+		if (ctx->family == OCELLUS_AF_INET6) {
+			/* An IPv6 socket's datagram to ::ffff:a.b.c.d: the kernel hands
+			 * it to sendmsg4 as IPv4; the caller and the tracepoint saw
+			 * the IPv6 sockaddr, so it is reported (and Family matched) as
+			 * that. */
+			p->family = OCELLUS_AF_INET6;
+			p->sa[18] = 0xff;  /* ::ffff: */
+			p->sa[19] = 0xff;
+			__builtin_memcpy(&p->sa[20], &a, 4);
+			p->salen = 28;
+		} else {
+			__builtin_memcpy(&p->sa[4], &a, 4);
+			p->salen = 16;
+		}
+		p->sa[0] = p->family & 0xff;
+		p->sa[1] = p->family >> 8;
 		return;
 	}
+	p->sa[0] = p->family & 0xff;
+	p->sa[1] = p->family >> 8;
 	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
 	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
 	__builtin_memcpy(&p->sa[8], &a0, 4);

@@ -158,7 +158,7 @@ def _selector(
                 raise _Unsupported(f"{where}.argSig", "Signal needs argSig (1..64)")
             action = Action.SIGKILL if act.action == "Sigkill" else Action.SIGNAL
         elif act.action == "Override":
-            # A connect deny (connect_rules.py checks and compiles it): the slot posts nothing.
+            # A network deny (connect_rules.py checks and compiles it): the slot posts nothing.
             action, post = Action.OVERRIDE, False
         else:
             raise _Unsupported(f"{where}.action", f"action {act.action} is not supported yet")

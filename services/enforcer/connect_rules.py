@@ -66,6 +66,10 @@ if TYPE_CHECKING:
 
 log = get_logger("ocellus.enforcer")
 
+_ERRNO_EXAMPLES = {
+    "connect": "-1 EPERM, -13 EACCES, -111 ECONNREFUSED",
+    "sendto": "-1 EPERM, -13 EACCES, -101 ENETUNREACH",
+}
 # The calls Override is served for: their tracepoint -> (the call, the rule's flags).
 _SERVED = {
     ("syscalls", "sys_enter_connect"): ("connect", 0),
@@ -153,13 +157,19 @@ def _problems(
     served = _SERVED.get((tp.subsystem, tp.event))
     if planned.event_kind != "process_kprobe" or served is None:
         kprobes = capabilities.get("kprobes", "not probed")
+        hint = ""
+        if tp.event in ("sys_enter_sendmsg", "sys_enter_sendmmsg"):
+            hint = (
+                "; to deny UDP datagrams to an address, put the Override on sys_sendto: "
+                "it is served for sendmsg and sendmmsg too"
+            )
         return [
             Problem(
                 where,
                 "Override is served for connect and sendto only (syscall: true sys_connect "
                 "and sys_sendto kprobes), by cgroup connect4/connect6 and sendmsg4/sendmsg6 "
                 "programs; another call's return value needs bpf_override_return, which this "
-                f"kernel does not offer (kprobes: {kprobes})",
+                f"kernel does not offer (kprobes: {kprobes}){hint}",
             )
         ]
     call = served[0]
@@ -178,8 +188,8 @@ def _problems(
             Problem(
                 f"{where}.argError",
                 f"Override on {call} needs argError, the negative errno {call}() fails with "
-                "(-1 EPERM, -13 EACCES, -111 ECONNREFUSED, ...): the programs refuse "
-                f"a {call}, they cannot make it succeed without doing it",
+                f"({_ERRNO_EXAMPLES[call]}, ...): the programs refuse a {call}, they "
+                "cannot make it succeed without doing it",
             )
         )
     if slot.signal or slot.action != Action.OVERRIDE:
@@ -269,7 +279,7 @@ class ConnectRules:
             return
         if self._map is None:
             raise ConnectRulesError(
-                "Override on connect needs the sensor's connect_rules map, which this "
+                "Override on connect or sendto needs the sensor's connect_rules map, which this "
                 "enforcer could not open"
             )
         used = {i for entries in self._by_hook.values() for i in entries}
@@ -333,7 +343,8 @@ def connect_note(monitor: bool, calls: set[str], *, scoped: bool = False) -> str
                 "Override on sendto: the sensor's cgroup sendmsg4/sendmsg6 programs refuse a "
                 "UDP datagram sent to a matching address (sendto, sendmsg, sendmmsg; not one "
                 "on a connected socket, which connect's rules see) before it is built, and "
-                "the call fails with argError"
+                "the call fails with argError; raw and ICMP ping sockets do not pass them: "
+                "their sendto is neither denied nor reported"
             )
         note = "; ".join(parts) + (
             "; the event carries the sockaddr (the other args are not visible there)"

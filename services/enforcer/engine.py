@@ -86,7 +86,7 @@ class PolicyEngine:
         self.scopes = scopes
         # Required signatures: the check, and where refusals are reported.
         self._signatures = signatures
-        # Override on connect: rules for the sensor's connect programs (connect_rules.py)
+        # Override on connect and sendto: rules for the sensor's programs (connect_rules.py)
         self._connect = connect or ConnectRules(None)
         self._registry = registry
         self._sync = sync
@@ -427,8 +427,15 @@ class PolicyEngine:
         if state is None:
             return  # no sensor now: it attaches from the maps when it starts
         guard = state.get("connect_guard", "not reported")
-        if any(h.connect for h in compiled.hooks) and guard != "attached":
-            raise ApplyError(f"Override on connect: the sensor's connect programs are {guard}")
+        calls = {spec.call for h in compiled.hooks for spec in h.connect}
+        if calls and guard != "attached":
+            raise ApplyError(f"Override on {' and '.join(sorted(calls))}: the sensor's "
+                             f"network deny programs are {guard}")  # fmt: skip
+        # A sensor from before sendto rules would read them as connect rules.
+        missing = calls - set(state.get("connect_guard_serves", ["connect"]))
+        if missing:
+            raise ApplyError(f"Override on {' and '.join(sorted(missing))}: this sensor does not "
+                             "serve it (older than this enforcer): upgrade the sensor")  # fmt: skip
         failed = state.get("failed", {})
         for hook in compiled.hooks:
             why = failed.get(str(hook.planned.tracepoint.id))

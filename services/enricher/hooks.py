@@ -42,7 +42,7 @@ ACTIONS = {
     2: "KPROBE_ACTION_NOPOST",
     3: "KPROBE_ACTION_SIGKILL",
     4: "KPROBE_ACTION_SIGNAL",
-    5: "KPROBE_ACTION_OVERRIDE",  # a connect denied (cgroup connect4/connect6)
+    5: "KPROBE_ACTION_OVERRIDE",  # a connect or datagram denied (connect.bpf.c)
 }
 
 

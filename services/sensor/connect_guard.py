@@ -55,7 +55,7 @@ class ConnectGuard:
         except (OSError, ValueError) as e:
             self.close()
             self.state = f"failed: {e}"
-            log.warning("connect deny unavailable: the connect programs are not attached",
+            log.warning("network deny unavailable: its cgroup programs are not attached",
                         reason=str(e))  # fmt: skip
         else:
             self.state = ATTACHED
@@ -83,7 +83,12 @@ class ConnectGuard:
                 self._links.append(link)
         finally:
             os.close(cgroup_fd)
-        log.info("connect programs attached", cgroup=str(root))
+        log.info("network deny programs attached", cgroup=str(root))
+
+    def serves(self) -> list[str]:
+        """The calls whose Override the attached programs serve (the enforcer
+        checks, so that a sensor older than a rule kind never misreads it)."""
+        return ["connect", "sendto"] if self.state == ATTACHED else []
 
     def close(self) -> None:
         for link in self._links:

@@ -98,7 +98,7 @@ class Action(enum.IntEnum):
     NOPOST = 2
     SIGKILL = 3
     SIGNAL = 4
-    OVERRIDE = 5  # a connect denied (services/enforcer/connect_rules.py)
+    OVERRIDE = 5  # a connect or datagram denied (services/enforcer/connect_rules.py)
 
 
 HF_POST = 1 << 0
@@ -280,7 +280,7 @@ POLICY_MAPS = (
     # matchBinaries value sets, global (bits of BinValue): paths, prefixes, reversed postfixes.
     MapSpec("bin_match", 11, BinKey, BinValue, 16384, "OCELLUS_BIN_MATCH_MAX"),
     MapSpec("bin_state", 2, ct.c_uint32, BinState, 1, "OCELLUS_BIN_STATE_MAX"),
-    # Network deny: Override selectors of sys_connect hooks (connect_records.py).
+    # Network deny: Override selectors of sys_connect and sys_sendto hooks (connect_records.py).
     MapSpec(
         "connect_rules", 2, ct.c_uint32, ConnectRule, CONNECT_RULES, "OCELLUS_CONNECT_RULES_MAX"
     ),

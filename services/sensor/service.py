@@ -169,7 +169,8 @@ def _sync_handler(nc: NATS, attachments: HookAttachments, guard: ConnectGuard) -
     connect programs (network deny)."""
 
     async def handle(msg: Any) -> None:
-        state = {**attachments.sync(), "connect_guard": guard.state}
+        state = {**attachments.sync(), "connect_guard": guard.state,
+                 "connect_guard_serves": guard.serves()}  # fmt: skip
         if msg.reply:
             await nc.publish(msg.reply, codec.pack(state))
 

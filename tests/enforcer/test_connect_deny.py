@@ -201,6 +201,9 @@ async def test_connect_deny_refuses_with_eperm_and_reports_the_denial(
 
     assert (await connect(socket.AF_INET, "127.0.0.2", port + 1))[1] == 0
     assert attempted(listeners["allowed"])
+    # A sys_connect rule is for connect(): a datagram sent to the peer without it passes
+    # (sys_sendto rules are for that).
+    assert (await send_datagram(socket.AF_INET, "127.0.0.2", port))[1] == 0
 
     hit = await find(events, "process_kprobe", pid)
     assert hit["policy_name"] == NAME and hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
@@ -247,15 +250,16 @@ except OSError as e:
 """
 
 
-def sendto_policy(port: int) -> str:
+def sendto_policy(port: int, mode: str | None = None) -> str:
     """Override on sys_sendto's destination (arg 4): UDP datagrams to 127.0.0.2 or ::1 on
     ``port`` are refused."""
+    options = f"  options: [{{name: policy-mode, value: {mode}}}]\n" if mode else ""
     return f"""apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
   name: {NAME}
 spec:
-  kprobes:
+{options}  kprobes:
   - call: sys_sendto
     syscall: true
     message: "denied datagram"
@@ -327,6 +331,14 @@ async def test_sendto_deny_refuses_a_datagram_and_reports_it(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(PermissionError):
         s.sendmsg([b"ocellus"], [], 0, ("127.0.0.2", port))
     assert not received(udp_receivers["v4"])
+    # An IPv6 socket's datagram to ::ffff:127.0.0.2 reaches sendmsg4 as IPv4: denied,
+    # and reported as the IPv6 sockaddr the caller gave (as the tracepoint would).
+    mapped, code = await send_datagram(socket.AF_INET6, "::ffff:127.0.0.2", port)
+    assert code == errno.EPERM
+    assert not received(udp_receivers["v4"])
+    hit = await find(events, "process_kprobe", mapped)
+    assert hit["args"][1]["sockaddr_arg"]["family"] == "AF_INET6", hit
+    assert hit["args"][1]["sockaddr_arg"]["port"] == port, hit
 
     assert (await send_datagram(socket.AF_INET, "127.0.0.2", port + 1))[1] == 0
     assert received(udp_receivers["allowed"])
@@ -344,6 +356,47 @@ async def test_sendto_deny_refuses_a_datagram_and_reports_it(
     assert hit["args"][0] == {}  # the fd: not visible to the sendmsg programs
     counters = policies(module_nats_url)[NAME]["counters"]
     assert counters["denied"] >= 3 and counters["posted"] >= 3, counters
+
+
+async def test_sendto_monitor_mode_lets_the_datagram_through_and_reports_it(
+    enforcer: ServiceProcess,
+    apply: Any,
+    udp_receivers: dict[str, socket.socket],
+    events: list[dict[str, Any]],  # noqa: F811 - the fixture
+) -> None:
+    """Monitor mode: the datagram arrives, and the sys_sendto tracepoint reports what
+    enforce mode would have done, with every arg."""
+    port = port_of(udp_receivers["v4"])
+    apply(sendto_policy(port, mode="monitor"))
+    pid, code = await send_datagram(socket.AF_INET, "127.0.0.2", port)
+    assert code == 0
+    assert received(udp_receivers["v4"])
+    seen = await find(events, "process_kprobe", pid)
+    assert seen["action"] == "KPROBE_ACTION_POST" and seen["policy_name"] == NAME, seen
+    assert seen["message"] == "denied datagram [monitor mode: would OVERRIDE (EPERM)]"
+    assert seen["args"][1]["sockaddr_arg"]["port"] == port
+    assert "int_arg" in seen["args"][0]
+
+
+def test_sendto_override_compiles_to_sendmsg_rules() -> None:
+    """Override on sys_sendto compiles to connect rules for the sendmsg programs, and
+    says so; on sys_sendmsg it is refused, pointing to sys_sendto."""
+    compiled = compile_policy(sendto_policy(8999), capabilities.probe())
+    (rule,) = compiled.hooks[0].connect
+    assert rule.call == "sendto" and rule.error == -1 and rule.post
+    assert any("sendmsg4/sendmsg6" in n for n in compiled.notes), compiled.notes
+    monitor = compile_policy(sendto_policy(8999, mode="monitor"), capabilities.probe())
+    assert any("sendto calls Override would deny" in n for n in monitor.notes), monitor.notes
+    sendmsg = (
+        _HEAD
+        + (
+            "  - call: sys_sendmsg\n    syscall: true\n    args: [{index: 0, type: int}]\n"
+            "    selectors:\n    - matchArgs: [{index: 0, operator: Equal, values: ['3']}]\n"
+        )
+        + _DENY
+    )
+    with pytest.raises(PolicyError, match="put the Override on sys_sendto"):
+        compile_policy(sendmsg, capabilities.probe())
 
 
 async def send_datagram(family: socket.AddressFamily, host: str, port: int) -> tuple[int, int]:
