@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.procs import compile_c
+
 # openat(AT_FDCWD, path) + close in a loop, timed around the loop only.
 # RATE 0: as fast as it can; otherwise the i-th open is due at t0 + i/RATE
 # and the driver sleeps (absolute deadlines, checked every 64 opens) while it
@@ -66,10 +68,7 @@ int main(int argc, char **argv)
 
 
 def compile_open_driver(workdir: Path) -> Path:
-    src, exe = workdir / "open_storm.c", workdir / "open_storm"
-    src.write_text(DRIVER_C)
-    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(src)], check=True)
-    return exe
+    return compile_c(workdir, "open_storm", DRIVER_C)
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,16 @@ class Unavailable(Exception):
     """A configuration that cannot run here; the message is one line."""
 
 
-def compile_driver(workdir: Path) -> Path:
-    src, exe = workdir / "storm.c", workdir / "storm"
-    src.write_text(DRIVER_C)
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
+def compile_c(workdir: Path, name: str, source: str) -> Path:
+    """A benchmark's C driver, built at run time: ``workdir/name``."""
+    src, exe = workdir / f"{name}.c", workdir / name
+    src.write_text(source)
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(src)], check=True)
     return exe
+
+
+def compile_driver(workdir: Path) -> Path:
+    return compile_c(workdir, "storm", DRIVER_C)
 
 
 def storm(driver: Path, n: int, prefix: str) -> dict[str, float]:

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.open_driver import compile_open_driver, open_storm
+from benchmarks.procs import compile_c
 from benchmarks.reference_filter import ReferenceFilter
 
 PREFIX = "/nonexistent-ocellus/"  # matches nothing the storm opens
@@ -64,17 +65,10 @@ int main(int argc, char **argv)
 """
 
 
-def compile_getppid(workdir: Path) -> Path:
-    src, exe = workdir / "getppid.c", workdir / "getppid"
-    src.write_text(GETPPID_C)
-    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(src)], check=True)
-    return exe
-
-
 class Workloads:
     def __init__(self, workdir: Path, opens: int, calls: int, cpu: int) -> None:
         self.open_driver = compile_open_driver(workdir)
-        self.getppid = compile_getppid(workdir)
+        self.getppid = compile_c(workdir, "getppid", GETPPID_C)
         self.target = workdir / "file"
         self.target.write_text("x")
         self.opens, self.calls, self.cpu = opens, calls, cpu

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,16 +118,28 @@ def _listener(family: socket.AddressFamily, host: str, port: int) -> socket.sock
     return s
 
 
-@pytest.fixture
-def listeners() -> Iterator[dict[str, socket.socket]]:
-    """Loopback listeners on one free 8xxx port: 127.0.0.2 and [::1] (denied), and
-    127.0.0.2 on the next port (allowed)."""
-    for port in range(8100, 8900, 2):
+def _receiver(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
+def _loopback_trio(
+    make: Callable[[socket.AddressFamily, str, int], socket.socket], ports: range
+) -> Iterator[dict[str, socket.socket]]:
+    """Sockets ``make`` opens on the first free port of ``ports``: 127.0.0.2 and [::1]
+    (the peers denied), and 127.0.0.2 on the next port (allowed)."""
+    for port in ports:
         opened: list[socket.socket] = []
         try:
-            opened.append(_listener(socket.AF_INET, "127.0.0.2", port))
-            opened.append(_listener(socket.AF_INET6, "::1", port))
-            opened.append(_listener(socket.AF_INET, "127.0.0.2", port + 1))
+            opened.append(make(socket.AF_INET, "127.0.0.2", port))
+            opened.append(make(socket.AF_INET6, "::1", port))
+            opened.append(make(socket.AF_INET, "127.0.0.2", port + 1))
         except OSError:
             for s in opened:
                 s.close()
@@ -136,7 +148,13 @@ def listeners() -> Iterator[dict[str, socket.socket]]:
         for s in opened:
             s.close()
         return
-    pytest.fail("no free 8xxx port pair on loopback")
+    pytest.fail(f"no free port pair on loopback in {ports}")
+
+
+@pytest.fixture
+def listeners() -> Iterator[dict[str, socket.socket]]:
+    """TCP listeners: see _loopback_trio."""
+    yield from _loopback_trio(_listener, range(8100, 8900, 2))
 
 
 def port_of(listener: socket.socket) -> int:
@@ -150,6 +168,18 @@ def attempted(listener: socket.socket) -> bool:
     conn, _ = listener.accept()
     conn.close()
     return True
+
+
+def denied(hit: dict[str, Any], call: str, port: int) -> None:
+    """The event of a denial by the policies here: the policy, the action, the call, the
+    peer 127.0.0.2:port; the fd comes unread (the cgroup programs do not see it: never
+    made up)."""
+    message = {"connect": "denied connect", "sendto": "denied datagram"}[call]
+    assert hit["policy_name"] == NAME and hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
+    assert hit["function_name"] == f"__x64_sys_{call}" and hit["message"] == message, hit
+    peer = {"family": "AF_INET", "addr": "127.0.0.2", "port": port}
+    assert hit["args"][1] == {"sockaddr_arg": peer}, hit
+    assert hit["args"][0] == {}, hit
 
 
 async def connect(family: socket.AddressFamily, host: str, port: int) -> tuple[int, int]:
@@ -205,13 +235,7 @@ async def test_connect_deny_refuses_with_eperm_and_reports_the_denial(
     # (sys_sendto rules are for that).
     assert (await send_datagram(socket.AF_INET, "127.0.0.2", port))[1] == 0
 
-    hit = await find(events, "process_kprobe", pid)
-    assert hit["policy_name"] == NAME and hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
-    assert hit["function_name"] == "__x64_sys_connect" and hit["message"] == "denied connect"
-    assert hit["args"][1] == {
-        "sockaddr_arg": {"family": "AF_INET", "addr": "127.0.0.2", "port": port}
-    }
-    assert hit["args"][0] == {}  # the fd: not visible to the connect programs, never made up
+    denied(await find(events, "process_kprobe", pid), "connect", port)
     counters = policies(module_nats_url)[NAME]["counters"]
     assert counters["denied"] >= 2 and counters["posted"] >= 2, counters
 
@@ -277,27 +301,8 @@ spec:
 
 @pytest.fixture
 def udp_receivers() -> Iterator[dict[str, socket.socket]]:
-    """UDP sockets on one free port: 127.0.0.2 and [::1] (denied), 127.0.0.2 on the
-    next port (allowed)."""
-    for port in range(8901, 9700, 2):
-        opened: list[socket.socket] = []
-        try:
-            for family, host, p in ((socket.AF_INET, "127.0.0.2", port),
-                                    (socket.AF_INET6, "::1", port),
-                                    (socket.AF_INET, "127.0.0.2", port + 1)):  # fmt: skip
-                s = socket.socket(family, socket.SOCK_DGRAM)
-                opened.append(s)
-                s.bind((host, p))
-                s.setblocking(False)
-        except OSError:
-            for s in opened:
-                s.close()
-            continue
-        yield dict(zip(("v4", "v6", "allowed"), opened, strict=True))
-        for s in opened:
-            s.close()
-        return
-    pytest.fail("no free UDP port pair on loopback")
+    """UDP sockets: see _loopback_trio."""
+    yield from _loopback_trio(_receiver, range(8901, 9700, 2))
 
 
 def received(receiver: socket.socket) -> bool:
@@ -347,13 +352,7 @@ async def test_sendto_deny_refuses_a_datagram_and_reports_it(
         s.send(b"ocellus")
     assert received(udp_receivers["v4"])
 
-    hit = await find(events, "process_kprobe", pid)
-    assert hit["policy_name"] == NAME and hit["action"] == "KPROBE_ACTION_OVERRIDE", hit
-    assert hit["function_name"] == "__x64_sys_sendto" and hit["message"] == "denied datagram"
-    assert hit["args"][1] == {
-        "sockaddr_arg": {"family": "AF_INET", "addr": "127.0.0.2", "port": port}
-    }
-    assert hit["args"][0] == {}  # the fd: not visible to the sendmsg programs
+    denied(await find(events, "process_kprobe", pid), "sendto", port)
     counters = policies(module_nats_url)[NAME]["counters"]
     assert counters["denied"] >= 3 and counters["posted"] >= 3, counters
 
