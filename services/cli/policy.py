@@ -55,6 +55,13 @@ def add_policy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "mode", choices=["enforce", "monitor", "default"], help="default: the policy's own"
     )
     mode.add_argument("--wait", type=float, default=10.0, help="seconds to wait for this node")
+    release = verbs.add_parser(
+        "release", parents=[common], help="undo a reaction on this node: a binary or a container"
+    )
+    release.add_argument("name", help="the policy the reaction widened")
+    what = release.add_mutually_exclusive_group(required=True)
+    what.add_argument("--binary", help="a binary a reaction added to the policy's kill set")
+    what.add_argument("--container", help="a container (id or unique prefix) a reaction added")
 
 
 def run_offline(args: argparse.Namespace) -> int | None:
@@ -113,6 +120,8 @@ async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
             return await _list(nc, settings.node_name, as_json=args.json)
         if args.policy_command == "mode":
             return await _mode(nc, settings.node_name, args.name, args.mode, args.wait)
+        if args.policy_command == "release":
+            return await _release(nc, settings.node_name, args)
         return await _delete(nc, settings.node_name, args.name, args.wait)
     finally:
         await bus.drain(nc, settings.drain_timeout)
@@ -120,6 +129,19 @@ async def run_policy(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _ask(nc: NATS, node: str, verb: str, body: dict[str, Any] | None = None) -> Any:
     return await bus.request(nc, subjects.control("enforcer", node, verb), body or {}, 5.0)
+
+
+async def _release(nc: NATS, node: str, args: argparse.Namespace) -> int:
+    body = {"policy": args.name, "binary": args.binary, "container": args.container}
+    answer = await _ask(nc, node, "release", body)
+    if answer is None:
+        print(f"no enforcer on node {node} answered", file=sys.stderr)
+        return EXIT_NO_ENFORCER
+    if not answer.get("ok"):
+        print(f"{answer.get('error')}\nnothing was changed", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"released {answer['released']} from {args.name!r} on node {node}")
+    return 0
 
 
 async def _apply(nc: NATS, node: str, name: str, text: bytes, wait: float) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,13 @@ from services.enforcer.compiled import CompiledPolicy, Mode, compile_policy
 from services.enforcer.connect_rules import ConnectRules
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.plan import FormatReader
-from services.enforcer.reacted_binaries import ReactedBinaries, ReactionRefused, widened
+from services.enforcer.reacted_binaries import (
+    ReactedBinaries,
+    ReactionRefused,
+    narrowed,
+    static_paths,
+    widened,
+)
 from services.enforcer.registry import Registry
 from services.enforcer.revision import revision_of
 from services.enforcer.scopes import ScopeError, ScopeManager
@@ -283,6 +290,28 @@ class PolicyEngine:
                 current.compiled, current.hook_ids = compiled, ids
                 self.binaries.placed(policy, reacted)
             return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+    async def release_binary(self, policy: str, binary: str) -> bool:
+        """Undo reactions: ``binary`` leaves the policy's In sets (unless the
+        policy names it itself), a values-only change as when it joined. False
+        if no reaction had added it; ApplyError (nothing changed) if the maps
+        refuse the change."""
+        async with self._lock:
+            current = self._applied.get(policy)
+            remaining = self.binaries.without(policy, binary)
+            if current is None or remaining is None:
+                return False
+            compiled = current.compiled
+            if os.fsencode(binary) not in static_paths(self.check(current.text, current.source)):
+                compiled = narrowed(compiled, binary)
+            try:
+                ids = await self._place(compiled, current)
+            except (HookTableError, OSError) as e:
+                raise ApplyError(f"{policy}: {e}") from e
+            current.compiled, current.hook_ids = compiled, ids
+            self.binaries.placed(policy, remaining)
+            log.info("reacted binary released", policy=policy, binary=binary)
+            return True
 
     def forget_error(self, key: str) -> None:
         """A source whose unnamed, refused text is gone (a deleted file)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from schemas.policy import PolicyError, Problem
@@ -89,18 +89,27 @@ def opted_in(name: str, annotations: Mapping[str, str], hooks: Iterable[Compiled
 def widened(compiled: CompiledPolicy, binaries: Iterable[str]) -> CompiledPolicy:
     """``compiled`` with ``binaries`` added to every matchBinaries In set."""
     extra = frozenset(os.fsencode(b) for b in binaries)
-    if not extra:
-        return compiled
+    return _kill_sets(compiled, lambda values: values | extra) if extra else compiled
 
-    def widen(slot: SlotConfig) -> SlotConfig:
+
+def narrowed(compiled: CompiledPolicy, binary: str) -> CompiledPolicy:
+    """``compiled`` with ``binary`` taken out of every matchBinaries In set
+    (the caller keeps the policy's own values)."""
+    gone = os.fsencode(binary)
+    return _kill_sets(compiled, lambda values: values - {gone})
+
+
+def _kill_sets(
+    compiled: CompiledPolicy, change: Callable[[frozenset[bytes]], frozenset[bytes]]
+) -> CompiledPolicy:
+    def changed(slot: SlotConfig) -> SlotConfig:
         if slot.binary is None or not _kill_set(slot.binary):
             return slot
-        return dataclasses.replace(
-            slot, binary=dataclasses.replace(slot.binary, values=slot.binary.values | extra)
-        )
+        values = change(slot.binary.values)
+        return dataclasses.replace(slot, binary=dataclasses.replace(slot.binary, values=values))
 
     hooks = tuple(
-        dataclasses.replace(h, slots=tuple(widen(s) for s in h.slots)) for h in compiled.hooks
+        dataclasses.replace(h, slots=tuple(changed(s) for s in h.slots)) for h in compiled.hooks
     )
     return dataclasses.replace(compiled, hooks=hooks)
 
@@ -109,7 +118,8 @@ def _kill_set(binary: BinaryFilter | None) -> bool:
     return binary is not None and binary.kind is BinKind.EXACT and not binary.negate
 
 
-def _static(compiled: CompiledPolicy) -> set[bytes]:
+def static_paths(compiled: CompiledPolicy) -> set[bytes]:
+    """The paths of the policy's own In sets (compiled from its text alone)."""
     out: set[bytes] = set()
     for hook in compiled.hooks:
         for slot in hook.slots:
@@ -175,7 +185,7 @@ class ReactedBinaries:
         current = self._reacted.get(compiled.name)
         if current is not None:
             return set(current)
-        earlier = self._earlier.get(compiled.name, set()) - _static(compiled)
+        earlier = self._earlier.get(compiled.name, set()) - static_paths(compiled)
         restored = {os.fsdecode(p) for p in earlier}
         if restored:
             log.info("reacted binaries restored", policy=compiled.name, binaries=sorted(restored))
@@ -215,6 +225,13 @@ class ReactedBinaries:
                 "reacted_binaries_full", f"policy {policy!r} has {MAX_REACTED} reacted binaries"
             )
         return current | {binary}
+
+    def without(self, policy: str, binary: str) -> set[str] | None:
+        """The policy's reacted binaries without ``binary`` (None: not one of them)."""
+        current = self._reacted.get(policy)
+        if current is None or binary not in current:
+            return None
+        return current - {binary}
 
     def describe(self, policy: str) -> dict[str, object] | None:
         current = self._reacted.get(policy)

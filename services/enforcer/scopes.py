@@ -191,6 +191,33 @@ class ScopeManager:
                         self._put(target, cgroup_id, target.members.get(cgroup_id, 0) | REACTED)
             return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
+    async def release_container(self, policy: str, container: str) -> str | None:
+        """Undo reactions: the container (its id, or a unique prefix of it) is no
+        longer in ``policy``'s scope because of them; its selectors may still
+        choose it. The full id, or None if no reaction had added it.
+        ScopeError for a prefix of several."""
+        async with self._lock:
+            targets = [t for t in (self._scopes.get(policy), self._pending.get(policy)) if t]
+            found = {cid for t in targets for cid in t.reacted if cid.startswith(container)}
+            if not container or not found:
+                return None
+            if len(found) > 1:
+                raise ScopeError(f"{container!r} names {len(found)} reacted containers")
+            (cid,) = found
+            for target in targets:
+                target.reacted.discard(cid)
+            for cgroup_id, owner in self._container_cgroups().items():
+                if owner != cid:
+                    continue
+                info = await self._info(cgroup_id)
+                for target in targets:
+                    value = target.entry(info, cid)
+                    if value:
+                        self._put(target, cgroup_id, value)
+                    elif target.members.pop(cgroup_id, None) is not None:
+                        self._map.delete(ScopeKey(target.id, 0, cgroup_id))
+            return cid
+
     # -- cgroups come and go --------------------------------------------------------
     async def cgroup_created(self, cgroup_id: int, path: str) -> None:
         self._resolver.cgroup_created(cgroup_id, path)

@@ -27,11 +27,11 @@ from services.common.lifecycle import RateLimitedLog, stop_on_signals
 from services.common.logging import get_logger
 from services.common.metrics import start_telemetry
 from services.enforcer.connect_rules import ConnectRules
-from services.enforcer.engine import PolicyEngine, SignatureCheck
+from services.enforcer.engine import ApplyError, PolicyEngine, SignatureCheck
 from services.enforcer.hooktable import HookTable, HookTableError
 from services.enforcer.reactions import ReactionsFileWatch, Reactor, load_reactions
 from services.enforcer.registry import Registry
-from services.enforcer.scopes import ScopeManager
+from services.enforcer.scopes import ScopeError, ScopeManager
 from services.enforcer.settings import Settings
 from services.enforcer.sources import DirectorySource, KvSource, ModeSource
 from services.sensor import capabilities
@@ -293,7 +293,36 @@ def _handlers(nc: NATS, settings: Settings, engine: PolicyEngine) -> dict[str, A
                 },
             )
 
-    return {"list": on_list, "check": on_check}
+    async def on_release(msg: Any) -> None:
+        """Undo a reaction (`ocellus policy release`): a binary or a container."""
+        try:
+            body = codec.unpack(msg.data)
+            answer = await release(engine, str(body.get("policy", "")), body)
+        except codec.DecodeError as e:
+            answer = {"ok": False, "error": f"malformed request: {e}"}
+        await reply(msg, answer)
+
+    return {"list": on_list, "check": on_check, "release": on_release}
+
+
+async def release(engine: PolicyEngine, policy: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What `ocellus policy release` asked, done: {ok, released} or {ok: false, error}."""
+    binary, container = body.get("binary"), body.get("container")
+    try:
+        if isinstance(binary, str) and binary:
+            if await engine.release_binary(policy, binary):
+                return {"ok": True, "released": binary}
+            return {"ok": False, "error": f"{binary!r} is not a reacted binary of {policy!r}"}
+        if isinstance(container, str) and container:
+            cid = (
+                await engine.scopes.release_container(policy, container) if engine.scopes else None
+            )
+            if cid is not None:
+                return {"ok": True, "released": cid}
+            return {"ok": False, "error": f"{container!r} is not a reacted container of {policy!r}"}
+    except (ApplyError, ScopeError, PolicyError) as e:
+        return {"ok": False, "error": str(e)}
+    return {"ok": False, "error": "malformed request: give a binary or a container"}
 
 
 def _status(

@@ -33,6 +33,7 @@ from tests.conftest import ServiceProcess, start_enricher
 from tests.docker_fixtures import DockerDaemon
 from tests.enforcer.enforcer_process import (
     NODE,
+    cli,
     collected,
     policies,
     running_enforcer,
@@ -250,6 +251,15 @@ async def test_shell_under_shell_in_a_container_blocks_what_follows_there(
     )
     rows = await run(policies, module_nats_url)
     assert rows["block-compromised"]["scope"]["reacted"] == [a]
+
+    # `ocellus policy release` undoes the reaction (by a short id, as docker prints it):
+    # the policy applies in A no more; releasing again says there is nothing to release.
+    out = await run(cli, module_nats_url, "release", "block-compromised", "--container", a[:12])
+    assert out.returncode == 0 and a in out.stdout, out.stdout + out.stderr
+    assert await run(containers.cat, a) == 0
+    assert (await run(policies, module_nats_url))["block-compromised"]["scope"]["reacted"] == []
+    out = await run(cli, module_nats_url, "release", "block-compromised", "--container", a[:12])
+    assert out.returncode == 1 and "not a reacted container" in out.stderr, out.stderr
 
 
 def _scope_entries() -> list[tuple[int, int]]:
@@ -481,6 +491,17 @@ async def test_reaction_adds_the_tool_binary_to_the_kill_set(
     assert reactions["binary_exec_to_map_ms_median"] == applied[0]["exec_to_map_ms"], reactions
     assert sum('"added_binary"' in line for line in enforcer.log().splitlines()) == 1
     assert (await run(policies, url))[name]["binaries"] == {"reacted": [str(tools.tool)]}
+
+    # `ocellus policy release` takes it out again, values only (the same hook); the
+    # policy's own value is not a reaction's to release.
+    out = await run(cli, url, "release", name, "--binary", str(tools.tool))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert await run(tools.read, tools.tool) == 0
+    rows = await run(policies, url)
+    assert rows[name]["binaries"] == {"reacted": []}
+    assert rows[name]["hooks"][0]["id"] == row["hooks"][0]["id"]  # type: ignore[index]
+    out = await run(cli, url, "release", name, "--binary", PLACEHOLDER)
+    assert out.returncode == 1 and "not a reacted binary" in out.stderr, out.stderr
 
 
 async def test_binary_reaction_needs_a_policy_that_opts_in(
