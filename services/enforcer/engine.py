@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from services.enforcer.reacted_binaries import (
     ReactedBinaries,
     ReactionRefused,
     narrowed,
-    static_paths,
     widened,
 )
 from services.enforcer.registry import Registry
@@ -301,9 +299,8 @@ class PolicyEngine:
             remaining = self.binaries.without(policy, binary)
             if current is None or remaining is None:
                 return False
-            compiled = current.compiled
-            if os.fsencode(binary) not in static_paths(self.check(current.text, current.source)):
-                compiled = narrowed(compiled, binary)
+            own = self.check(current.text, current.source)
+            compiled = narrowed(current.compiled, own, binary)
             try:
                 ids = await self._place(compiled, current)
             except (HookTableError, OSError) as e:

@@ -89,27 +89,37 @@ def opted_in(name: str, annotations: Mapping[str, str], hooks: Iterable[Compiled
 def widened(compiled: CompiledPolicy, binaries: Iterable[str]) -> CompiledPolicy:
     """``compiled`` with ``binaries`` added to every matchBinaries In set."""
     extra = frozenset(os.fsencode(b) for b in binaries)
-    return _kill_sets(compiled, lambda values: values | extra) if extra else compiled
+    return _kill_sets(compiled, lambda _h, _s, values: values | extra) if extra else compiled
 
 
-def narrowed(compiled: CompiledPolicy, binary: str) -> CompiledPolicy:
+def narrowed(compiled: CompiledPolicy, own: CompiledPolicy, binary: str) -> CompiledPolicy:
     """``compiled`` with ``binary`` taken out of every matchBinaries In set
-    (the caller keeps the policy's own values)."""
+    whose selector does not name it itself in ``own`` (the same text compiled
+    alone, without reactions: its hooks and slots line up with compiled's)."""
     gone = os.fsencode(binary)
-    return _kill_sets(compiled, lambda values: values - {gone})
+
+    def keep(h: int, s: int) -> bool:
+        mine = own.hooks[h].slots[s].binary
+        return mine is not None and gone in mine.values
+
+    return _kill_sets(compiled, lambda h, s, values: values if keep(h, s) else values - {gone})
 
 
 def _kill_sets(
-    compiled: CompiledPolicy, change: Callable[[frozenset[bytes]], frozenset[bytes]]
+    compiled: CompiledPolicy,
+    change: Callable[[int, int, frozenset[bytes]], frozenset[bytes]],
 ) -> CompiledPolicy:
-    def changed(slot: SlotConfig) -> SlotConfig:
+    """``change(hook index, slot index, values)`` applied to every In set."""
+
+    def changed(h: int, s: int, slot: SlotConfig) -> SlotConfig:
         if slot.binary is None or not _kill_set(slot.binary):
             return slot
-        values = change(slot.binary.values)
+        values = change(h, s, slot.binary.values)
         return dataclasses.replace(slot, binary=dataclasses.replace(slot.binary, values=values))
 
     hooks = tuple(
-        dataclasses.replace(h, slots=tuple(changed(s) for s in h.slots)) for h in compiled.hooks
+        dataclasses.replace(hook, slots=tuple(changed(h, s, x) for s, x in enumerate(hook.slots)))
+        for h, hook in enumerate(compiled.hooks)
     )
     return dataclasses.replace(compiled, hooks=hooks)
 
@@ -118,7 +128,7 @@ def _kill_set(binary: BinaryFilter | None) -> bool:
     return binary is not None and binary.kind is BinKind.EXACT and not binary.negate
 
 
-def static_paths(compiled: CompiledPolicy) -> set[bytes]:
+def _static(compiled: CompiledPolicy) -> set[bytes]:
     """The paths of the policy's own In sets (compiled from its text alone)."""
     out: set[bytes] = set()
     for hook in compiled.hooks:
@@ -185,7 +195,7 @@ class ReactedBinaries:
         current = self._reacted.get(compiled.name)
         if current is not None:
             return set(current)
-        earlier = self._earlier.get(compiled.name, set()) - static_paths(compiled)
+        earlier = self._earlier.get(compiled.name, set()) - _static(compiled)
         restored = {os.fsdecode(p) for p in earlier}
         if restored:
             log.info("reacted binaries restored", policy=compiled.name, binaries=sorted(restored))

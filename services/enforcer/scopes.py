@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes as ct
 import time
 from collections.abc import Iterable, Mapping
@@ -204,18 +205,27 @@ class ScopeManager:
             if len(found) > 1:
                 raise ScopeError(f"{container!r} names {len(found)} reacted containers")
             (cid,) = found
+            cgroups = [c for c, owner in self._container_cgroups().items() if owner == cid]
+            infos = {c: await self._info(c) for c in cgroups}
             for target in targets:
                 target.reacted.discard(cid)
-            for cgroup_id, owner in self._container_cgroups().items():
-                if owner != cid:
-                    continue
-                info = await self._info(cgroup_id)
+            try:
+                for cgroup_id in cgroups:
+                    for target in targets:
+                        value = target.entry(infos[cgroup_id], cid)
+                        if value:
+                            self._put(target, cgroup_id, value)
+                        elif cgroup_id in target.members:
+                            self._map.delete(ScopeKey(target.id, 0, cgroup_id))
+                            del target.members[cgroup_id]
+            except (ScopeError, OSError) as e:
+                # Blocked again, as before: a release is whole or not at all.
                 for target in targets:
-                    value = target.entry(info, cid)
-                    if value:
-                        self._put(target, cgroup_id, value)
-                    elif target.members.pop(cgroup_id, None) is not None:
-                        self._map.delete(ScopeKey(target.id, 0, cgroup_id))
+                    target.reacted.add(cid)
+                    for cgroup_id in cgroups:
+                        with contextlib.suppress(ScopeError, OSError):
+                            self._put(target, cgroup_id, target.members.get(cgroup_id, 0) | REACTED)
+                raise ScopeError(f"releasing {cid[:12]}: {e}") from e
             return cid
 
     # -- cgroups come and go --------------------------------------------------------

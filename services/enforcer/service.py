@@ -144,7 +144,9 @@ async def run(
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
         log.info("enforcer stopped")
-    bus.raise_if_lost(nc)
+        # Last, so a lost connection is what the exit says, whatever failed after it
+        # (a closed client's unsubscribe raises) or returned early.
+        bus.raise_if_lost(nc)
 
 
 async def _wait_for_maps(settings: Settings, stop: asyncio.Event) -> HookTable | None:

@@ -239,7 +239,9 @@ async def run(
         await resolver.close()
         if own_nc:
             await bus.drain(nc, _left(deadline) if deadline else settings.drain_timeout)
-    bus.raise_if_lost(nc)
+        # Last, so a lost connection is what the exit says, whatever failed after it
+        # (a closed client's unsubscribe raises) or returned early.
+        bus.raise_if_lost(nc)
 
 
 def _left(deadline: float, floor: float = 0.2) -> float:

@@ -101,7 +101,9 @@ async def run(
         await asyncio.gather(*tasks, return_exceptions=True)
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
-    bus.raise_if_lost(nc)
+        # Last, so a lost connection is what the exit says, whatever failed after it
+        # (a closed client's unsubscribe raises) or returned early.
+        bus.raise_if_lost(nc)
 
 
 async def _until_stop_or_crash(

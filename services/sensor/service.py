@@ -143,7 +143,9 @@ async def run(
         probes.close()
         if own_nc:
             await bus.drain(nc, settings.drain_timeout)
-    bus.raise_if_lost(nc)
+        # Last, so a lost connection is what the exit says, whatever failed after it
+        # (a closed client's unsubscribe raises) or returned early.
+        bus.raise_if_lost(nc)
 
 
 def _alerter(nc: NATS, settings: Settings, publisher: RawPublisher) -> Any:

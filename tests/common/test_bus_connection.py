@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from services.common import bus
 from services.common.errors import BusLostError
 from services.common.natsserver import EmbeddedNats
 from services.common.settings import ServiceSettings
+from tests.cli.test_up import LineReader
 from tests.nats_servers import ConfiguredNats, free_port, password_config
 
 # Connects, says so, and closes once it has been disconnected and reconnected.
@@ -104,3 +106,33 @@ async def test_a_service_the_server_turns_away_stops_and_says_why(
             bus.raise_if_lost(nc)
     finally:
         server.stop()
+
+
+def test_a_running_service_turned_away_exits_1_saying_why(tmp_path: Path) -> None:
+    """The enricher, as it runs for real: its user removed by a config reload, it
+    stops and exits 1 with the reason (its shutdown's calls on the closed client
+    do not hide it), for its supervisor to restart it."""
+    port = free_port()
+    store = tmp_path / "js"
+    server = ConfiguredNats(tmp_path, password_config(port, "first-password", store)).start()
+    password_file = tmp_path / "password"
+    password_file.write_text("first-password\n")
+    env = {**os.environ, "OCELLUS_NATS_URL": server.url, "OCELLUS_NATS_USER": "ocellus",
+           "OCELLUS_NATS_PASSWORD_FILE": str(password_file), "OCELLUS_NODE_NAME": "lost.node",
+           "OCELLUS_LOG_FORMAT": "json"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "services.enricher"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stderr is not None
+    err = LineReader(proc, proc.stderr)
+    try:
+        assert err.wait_for("enricher running", 60), "\n".join(err.lines)
+        server.reload(password_config(port, "second-password", store))
+        assert proc.wait(30) == 1, "\n".join(err.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop()
+    text = "\n".join(err.lines)
+    assert "NATS refused the connection for good" in text, text
+    assert "enricher cannot run" in text and "Traceback" not in text, text

@@ -605,3 +605,28 @@ async def test_reacted_binary_stays_killed_across_a_sigkilled_enforcer(
         stopped = await run(_stop_enforcer, enforcer, policy_dir, url)
         assert await run(enricher.stop) == 0, enricher.log()
     assert stopped == 0, enforcer.log()
+
+
+def test_release_narrows_only_the_sets_that_do_not_name_the_binary() -> None:
+    """A reacted binary joined every In set; released, it leaves those whose selector
+    does not name it, and stays where one names it itself."""
+    from services.enforcer.compiled import compile_policy
+    from services.enforcer.reacted_binaries import narrowed, widened
+    from services.sensor import capabilities
+
+    tool = "/usr/local/bin/tool"
+    text = binaries_policy(binaries=f"In, values: [{PLACEHOLDER}, {tool}]").replace(
+        "      - {action: Sigkill}\n",
+        "      - {action: Sigkill}\n    - matchBinaries:\n"
+        f"      - {{operator: In, values: [{PLACEHOLDER}]}}\n"
+        "      matchActions:\n      - {action: Sigkill}\n",
+    )
+    own = compile_policy(text, capabilities.probe())
+
+    def sets(compiled: Any) -> list[frozenset[bytes]]:
+        return [s.binary.values for s in compiled.hooks[0].slots]
+
+    assert sets(own) == [{PLACEHOLDER.encode(), tool.encode()}, {PLACEHOLDER.encode()}]
+    reacted = widened(own, [tool])
+    assert all(tool.encode() in values for values in sets(reacted))
+    assert sets(narrowed(reacted, own, tool)) == sets(own)
