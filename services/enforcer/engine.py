@@ -123,7 +123,8 @@ class PolicyEngine:
         slots = [cfg for hook_id in self._adopted for cfg in found[hook_id]]
         if self.scopes is not None:  # the reactions in their sets, before any is rewritten
             self.scopes.adopt(slots, policies)
-        self.binaries.adopt(slots, policies, self._table.bin_match)
+        paths = {i: info.hook for i, info in self._adopted.items()}
+        self.binaries.adopt(slots, policies, self._table.bin_match, paths)
         return len(self._adopted)
 
     async def finish_adoption(self) -> None:

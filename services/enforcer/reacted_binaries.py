@@ -138,13 +138,35 @@ def _static(compiled: CompiledPolicy) -> set[bytes]:
     return out
 
 
+def _reacted_in(
+    earlier: Mapping[tuple[str, int], set[bytes]], compiled: CompiledPolicy
+) -> set[bytes]:
+    """What reactions had added to the adopted sets ``earlier`` (by hook path and
+    selector): each set less its own selector's values in ``compiled``, so that a
+    path one selector names itself is still a reaction's in another. A set whose
+    selector the text no longer has: less every value the text names."""
+    found: set[bytes] = set()
+    matched: set[tuple[str, int]] = set()
+    for hook in compiled.hooks:
+        for slot in hook.slots:
+            where = (hook.planned.path, slot.selector)
+            if where not in earlier:
+                continue
+            matched.add(where)
+            own = slot.binary.values if slot.binary is not None and _kill_set(slot.binary) else ()
+            found |= earlier[where] - set(own)
+    rest = [paths for where, paths in earlier.items() if where not in matched]
+    return found | (set().union(*rest) - _static(compiled))
+
+
 class ReactedBinaries:
     """The reacted binaries of each applied policy that takes them."""
 
     def __init__(self) -> None:
         self._reacted: dict[str, set[str]] = {}  # by policy: in its In sets in the kernel
-        # Until finish(): the paths in each adopted policy's In sets (an earlier enforcer's)
-        self._earlier: dict[str, set[bytes]] = {}
+        # Until finish(): the paths in each adopted policy's In sets (an earlier
+        # enforcer's), by (hook path, selector) of the slot that named the set
+        self._earlier: dict[str, dict[tuple[str, int], set[bytes]]] = {}
 
     # -- start-up -------------------------------------------------------------------
     def adopt(
@@ -152,18 +174,21 @@ class ReactedBinaries:
         slots: Iterable[HookConfig],
         hook_policies: Mapping[int, str],
         trie: bpfsys.PinnedMap,
+        hook_paths: Mapping[int, str] | None = None,
     ) -> None:
         """Before any policy is placed: the paths of the In sets that the adopted
-        hooks' slots name, by policy. ``slots``: the configs of their enter-side
-        slots (the sys_exit_* side names no set), as HookTable.adopt_existing
-        read them; ``hook_policies``: policy by hook id; ``trie``: bin_match,
-        open (the hook table's)."""
-        bits: dict[str, set[int]] = {}
+        hooks' slots name, by policy and slot. ``slots``: the configs of their
+        enter-side slots (the sys_exit_* side names no set), as
+        HookTable.adopt_existing read them; ``hook_policies``: policy by hook
+        id; ``trie``: bin_match, open (the hook table's); ``hook_paths``: where
+        each hook is in its policy ("spec.kprobes[0]")."""
+        bits: dict[str, dict[tuple[str, int], int]] = {}
         for cfg in slots:
             policy = hook_policies.get(cfg.hook_id)
             flags = cfg.proc.bin_flags
             if policy is not None and flags & ProcFlag.ON and not flags & ProcFlag.NOT:
-                bits.setdefault(policy, set()).add(cfg.proc.bin_bit)
+                where = ((hook_paths or {}).get(cfg.hook_id, ""), cfg.selector)
+                bits.setdefault(policy, {})[where] = cfg.proc.bin_bit
         try:
             entries = read_entries(trie)
         except OSError as e:  # without it, the policies' next sets would drop the reactions
@@ -171,15 +196,14 @@ class ReactedBinaries:
                 f"reading {trie.path.name}, the binary sets an earlier enforcer left: {e}"
             ) from e
         sets = sets_from_entries({k: v.own for k, v in entries.items()})
-        for policy, policy_bits in bits.items():
-            paths = {
-                path
-                for bit in policy_bits
-                if bit in sets and sets[bit][0] is BinKind.EXACT
-                for path in sets[bit][1]
+        for policy, by_slot in bits.items():
+            kept = {
+                where: set(sets[bit][1])
+                for where, bit in by_slot.items()
+                if bit in sets and sets[bit][0] is BinKind.EXACT and sets[bit][1]
             }
-            if paths:
-                self._earlier[policy] = paths
+            if kept:
+                self._earlier[policy] = kept
 
     def finish(self) -> None:
         """The policies are placed: what they took back is in their sets."""
@@ -195,8 +219,9 @@ class ReactedBinaries:
         current = self._reacted.get(compiled.name)
         if current is not None:
             return set(current)
-        earlier = self._earlier.get(compiled.name, set()) - _static(compiled)
-        restored = {os.fsdecode(p) for p in earlier}
+        restored = {
+            os.fsdecode(p) for p in _reacted_in(self._earlier.get(compiled.name, {}), compiled)
+        }
         if restored:
             log.info("reacted binaries restored", policy=compiled.name, binaries=sorted(restored))
         return restored

@@ -607,26 +607,51 @@ async def test_reacted_binary_stays_killed_across_a_sigkilled_enforcer(
     assert stopped == 0, enforcer.log()
 
 
-def test_release_narrows_only_the_sets_that_do_not_name_the_binary() -> None:
-    """A reacted binary joined every In set; released, it leaves those whose selector
-    does not name it, and stays where one names it itself."""
+TOOL = "/usr/local/bin/tool"
+
+
+def _two_kill_sets() -> Any:
+    """binaries_policy with two selectors: the first names TOOL itself, the second
+    does not; compiled."""
     from services.enforcer.compiled import compile_policy
-    from services.enforcer.reacted_binaries import narrowed, widened
     from services.sensor import capabilities
 
-    tool = "/usr/local/bin/tool"
-    text = binaries_policy(binaries=f"In, values: [{PLACEHOLDER}, {tool}]").replace(
+    text = binaries_policy(binaries=f"In, values: [{PLACEHOLDER}, {TOOL}]").replace(
         "      - {action: Sigkill}\n",
         "      - {action: Sigkill}\n    - matchBinaries:\n"
         f"      - {{operator: In, values: [{PLACEHOLDER}]}}\n"
         "      matchActions:\n      - {action: Sigkill}\n",
     )
-    own = compile_policy(text, capabilities.probe())
+    return compile_policy(text, capabilities.probe())
+
+
+def test_release_narrows_only_the_sets_that_do_not_name_the_binary() -> None:
+    """A reacted binary joined every In set; released, it leaves those whose selector
+    does not name it, and stays where one names it itself."""
+    from services.enforcer.reacted_binaries import narrowed, widened
+
+    own = _two_kill_sets()
 
     def sets(compiled: Any) -> list[frozenset[bytes]]:
         return [s.binary.values for s in compiled.hooks[0].slots]
 
-    assert sets(own) == [{PLACEHOLDER.encode(), tool.encode()}, {PLACEHOLDER.encode()}]
-    reacted = widened(own, [tool])
-    assert all(tool.encode() in values for values in sets(reacted))
-    assert sets(narrowed(reacted, own, tool)) == sets(own)
+    assert sets(own) == [{PLACEHOLDER.encode(), TOOL.encode()}, {PLACEHOLDER.encode()}]
+    reacted = widened(own, [TOOL])
+    assert all(TOOL.encode() in values for values in sets(reacted))
+    assert sets(narrowed(reacted, own, TOOL)) == sets(own)
+
+
+def test_a_restart_tells_reacted_paths_per_selector() -> None:
+    """After a restart, the adopted sets say what reactions had added, selector by
+    selector: a path one selector names itself is still a reaction's in the other;
+    a set whose selector the text lost keeps what the text does not name."""
+    from services.enforcer.reacted_binaries import _reacted_in
+
+    both = {PLACEHOLDER.encode(), TOOL.encode()}
+    earlier = {
+        ("spec.kprobes[0]", 0): set(both),
+        ("spec.kprobes[0]", 1): set(both),
+        ("spec.kprobes[0]", 7): {PLACEHOLDER.encode(), b"/opt/gone"},
+    }
+    assert _reacted_in(earlier, _two_kill_sets()) == {TOOL.encode(), b"/opt/gone"}
+    assert _reacted_in({("spec.kprobes[0]", 0): set(both)}, _two_kill_sets()) == set()
