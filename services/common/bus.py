@@ -153,13 +153,12 @@ async def connect(
 
     async def on_error(e: Exception) -> None:
         reason = str(e) or type(e).__name__
+        why = _refusal(e)
         if not client:
             last_error[0] = reason  # still connecting: reported once, on failure
-            why = _refusal(e)
             if why is not None and not refused.done():
                 refused.set_result(why)
             return
-        why = _refusal(e)
         if why is not None and on_refused is not None:
             on_refused(why)
             return

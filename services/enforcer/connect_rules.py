@@ -70,11 +70,10 @@ _ERRNO_EXAMPLES = {
     "connect": "-1 EPERM, -13 EACCES, -111 ECONNREFUSED",
     "sendto": "-1 EPERM, -13 EACCES, -101 ENETUNREACH",
 }
-# The calls Override is served for: their tracepoint -> (the call, the rule's flags).
-_SERVED = {
-    ("syscalls", "sys_enter_connect"): ("connect", 0),
-    ("syscalls", "sys_enter_sendto"): ("sendto", CR_SENDMSG),
-}
+# The calls Override is served for (their tracepoint -> the call), and the flags
+# that say which programs serve a call's rules (sendto: sendmsg4/6).
+_SERVED = {("syscalls", "sys_enter_connect"): "connect", ("syscalls", "sys_enter_sendto"): "sendto"}
+_CALL_FLAGS = {"connect": 0, "sendto": CR_SENDMSG}
 _ERRNO_MAX = 4095  # the kernel's error values: -4095 .. -1
 # (part, op) of the filters the connect programs evaluate on a sockaddr arg.
 _EVALUABLE = {
@@ -138,7 +137,7 @@ def compile_connect_rules(
             problems += found
             continue
         post = not any(a.action == "NoPost" for a in selector.match_actions)
-        call = _SERVED[(planned.tracepoint.subsystem, planned.tracepoint.event)][0]
+        call = _SERVED[(planned.tracepoint.subsystem, planned.tracepoint.event)]
         rules.append(ConnectRuleSpec(i, int(act.arg_error or 0), post, call))
     if problems:
         raise PolicyError(policy, problems)
@@ -154,8 +153,8 @@ def _problems(
     capabilities: Mapping[str, str],
 ) -> list[Problem]:
     tp = planned.tracepoint
-    served = _SERVED.get((tp.subsystem, tp.event))
-    if planned.event_kind != "process_kprobe" or served is None:
+    call = _SERVED.get((tp.subsystem, tp.event))
+    if planned.event_kind != "process_kprobe" or call is None:
         kprobes = capabilities.get("kprobes", "not probed")
         hint = ""
         if tp.event in ("sys_enter_sendmsg", "sys_enter_sendmmsg"):
@@ -172,7 +171,6 @@ def _problems(
                 f"kernel does not offer (kprobes: {kprobes}){hint}",
             )
         ]
-    call = served[0]
     out = []
     state = capabilities.get("cgroup_connect", "not probed")
     if state != "yes":
@@ -292,7 +290,7 @@ class ConnectRules:
         new: dict[int, list[int]] = {}
         try:
             for (hook_id, tp_id, spec), i in zip(wanted, free, strict=False):
-                flags = (CR_POST if spec.post else 0) | (CR_SENDMSG if spec.call == "sendto" else 0)
+                flags = (CR_POST if spec.post else 0) | _CALL_FLAGS[spec.call]
                 rule = ConnectRule(hook_id, tp_id, spec.selector, flags)
                 rule.error = spec.error
                 self._map.update(ct.c_uint32(i), rule)
